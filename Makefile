@@ -1,0 +1,34 @@
+# Thin wrapper over CMake. See README.md.
+#   make          Release build in build/ (binaries in build/bin/)
+#   make run      install run deps, build Release, start shimmyd in the foreground
+#   make test     install test deps, ASan+UBSan build in build/test, run ctest
+JOBS ?= $(shell nproc)
+CLANG := $(shell command -v clang 2>/dev/null)
+
+.PHONY: all build run test clean deps-run deps-test
+
+all: build
+
+deps-run:
+	@scripts/deps.sh run
+
+deps-test:
+	@scripts/deps.sh test
+
+build: deps-run
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DSHIMMY_TESTS=OFF >/dev/null
+	cmake --build build -j$(JOBS)
+
+run: build
+	exec build/bin/shimmyd
+
+# The test build uses clang when present, so the libFuzzer harnesses are built
+# and given a short run; otherwise gcc, without fuzzing.
+test: deps-test
+	cmake -S . -B build/test -DCMAKE_BUILD_TYPE=Debug -DSHIMMY_SANITIZE=ON \
+	  $(if $(shell command -v clang 2>/dev/null),-DCMAKE_C_COMPILER=clang -DSHIMMY_FUZZ=ON,) >/dev/null
+	cmake --build build/test -j$(JOBS)
+	cd build/test && ctest --output-on-failure -j$(JOBS)
+
+clean:
+	rm -rf build

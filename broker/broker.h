@@ -1,0 +1,119 @@
+/*
+ * broker/broker.h — the broker's protocol core: sessions, subscriptions,
+ * routing, retained messages, wills and keepalive, with no I/O.
+ *
+ * The I/O layer (broker/server.c) owns sockets and the event loop. It feeds
+ * received bytes in, and drains each connection's pending output. The core
+ * never makes a syscall except for the clock passed in as now_ms.
+ *
+ *   I/O                                  core
+ *   accept()        --> broker_conn_open()
+ *   read()          --> broker_conn_input()      decode, apply, queue output
+ *   end of batch    <-- broker_next_dirty()      conns with output/close
+ *                   <-- broker_conn_output()     bytes to write
+ *   write()         --> broker_conn_written()
+ *   EOF/error/close --> broker_conn_closed()     will, session detach, free
+ *   each loop turn  --> broker_tick()            keepalive, expiry, $SYS
+ *
+ * Thread model: one broker and all its conns belong to one thread (the
+ * loop thread).
+ */
+#ifndef SHIMMY_BROKER_BROKER_H
+#define SHIMMY_BROKER_BROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/config.h"
+#include "broker/log.h"
+
+typedef struct broker broker;
+typedef struct broker_conn broker_conn;
+
+/* Transport of a connection, for logs and for transport-specific features. */
+typedef enum broker_transport {
+	BROKER_TRANSPORT_TCP = 1,
+	BROKER_TRANSPORT_UNIX = 2,
+} broker_transport;
+
+/* broker_conn_flags() bits. */
+enum {
+	/* The core wants the connection closed once its output is flushed. */
+	BROKER_CONN_WANT_CLOSE = 1 << 0,
+};
+
+/*
+ * Creates a broker. cfg and log are borrowed until broker_destroy() (the
+ * caller may update *cfg between loop turns on SIGHUP). Returns NULL on OOM.
+ */
+broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
+		      uint64_t now_ms);
+
+/* Frees everything, including open conns (no wills are sent). NULL ok. */
+void broker_destroy(broker *b);
+
+/*
+ * A new transport connection. `peer` (e.g. "127.0.0.1:5000") is copied.
+ * io_ctx is the I/O layer's handle, returned by broker_conn_io().
+ * Returns NULL on OOM (the caller closes the socket).
+ */
+broker_conn *broker_conn_open(broker *b, broker_transport transport,
+			      const char *peer, void *io_ctx, uint64_t now_ms);
+
+/*
+ * Processes received bytes: every complete packet in buf[0..len) is decoded
+ * and applied. Returns the bytes consumed; the caller keeps the rest and
+ * calls again with more appended. If the unconsumed rest is a partial packet
+ * the caller must be able to buffer up to broker_conn_input_need() bytes.
+ * After a protocol error the conn is flagged WANT_CLOSE and further input is
+ * ignored (consumed).
+ */
+size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
+			 size_t len, uint64_t now_ms);
+
+/* Size of the whole packet the unconsumed input begins, once its fixed
+ * header is known; 0 if unknown. Never above the configured maximum. */
+size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
+			      size_t len);
+
+/*
+ * Pending output: sets *data/*len to the next contiguous bytes to write
+ * (valid until the next call into the core for this broker). *len == 0 when
+ * nothing is pending.
+ */
+void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len);
+
+/* Marks n bytes of output as written. */
+void broker_conn_written(broker_conn *c, size_t n);
+
+/* BROKER_CONN_* bits. */
+unsigned broker_conn_flags(const broker_conn *c);
+
+/* The io_ctx given to broker_conn_open(). */
+void *broker_conn_io(const broker_conn *c);
+
+/*
+ * Pops the next conn that gained output or WANT_CLOSE since it was last
+ * popped; NULL when none. The I/O layer calls this until NULL after each
+ * batch of events and after broker_tick().
+ */
+broker_conn *broker_next_dirty(broker *b);
+
+/*
+ * The transport is gone (EOF, error, or the I/O layer closed it after
+ * WANT_CLOSE). Sends the will if the disconnect was not clean, detaches or
+ * ends the session, and frees c: c is invalid after the call.
+ */
+void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms);
+
+/*
+ * Runs timers: keepalive (1.5 x keep alive), will delays, session and
+ * message expiry, $SYS every sys_interval. Returns the ms until the next
+ * timer is due (at most 1000).
+ */
+uint64_t broker_tick(broker *b, uint64_t now_ms);
+
+/* Connections currently open, for max_connections checks and logs. */
+size_t broker_conn_count(const broker *b);
+
+#endif

@@ -1,0 +1,78 @@
+/*
+ * broker/config.h — shimmyd's configuration: the mosquitto.conf dialect plus
+ * shimmy_* keys, and the command line (-c FILE, -p PORT, -v).
+ *
+ * config_load() parses into a broker_cfg the caller provides. An unknown key
+ * is a warning; an invalid value is an error naming file and line.
+ * Thread model: main thread, at start-up and on SIGHUP.
+ */
+#ifndef SHIMMY_BROKER_CONFIG_H
+#define SHIMMY_BROKER_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "broker/log.h"
+
+#define CFG_MAX_LISTENERS 16
+
+typedef enum cfg_listener_kind {
+	CFG_LISTENER_TCP = 1,  /* port, optional bind address */
+	CFG_LISTENER_UNIX = 2, /* "listener 0 /path.sock" */
+} cfg_listener_kind;
+
+typedef struct cfg_listener {
+	cfg_listener_kind kind;
+	uint16_t port;
+	char address[256];     /* TCP: bind address, "" = all (v4 and v6) */
+	char path[108];        /* UNIX: socket path */
+	uint32_t socket_mode;  /* UNIX: permissions, default 0666 */
+	int max_connections;   /* -1 = unlimited */
+} cfg_listener;
+
+typedef struct broker_cfg {
+	cfg_listener listeners[CFG_MAX_LISTENERS];
+	int listener_count;
+
+	bool allow_anonymous;        /* default true when no listener given... see README */
+	uint32_t max_inflight_messages;  /* 0 = unlimited; default 20 */
+	uint32_t max_queued_messages;    /* 0 = unlimited; default 1000 */
+	uint64_t max_queued_bytes;       /* 0 = unlimited; default 0 */
+	uint32_t max_packet_size;        /* 0 = protocol max; default 0 */
+	uint16_t max_keepalive;          /* seconds; default 65535 */
+	bool retain_available;           /* default true */
+	uint32_t sys_interval;           /* seconds; 0 disables $SYS; default 10 */
+	uint32_t persistent_client_expiration_s; /* 0 = never; default 0 */
+	uint32_t max_connections;        /* 0 = unlimited */
+	bool upgrade_outgoing_qos;       /* default false */
+	uint32_t message_size_limit;     /* 0 = none (mosquitto key) */
+	bool queue_qos0_messages;        /* default false, as mosquitto */
+
+	unsigned log_mask;               /* log_type bits; default LOG_DEFAULT */
+	bool log_timestamp;              /* default true */
+	bool verbose;                    /* -v: all log types */
+
+	char config_file[4096];          /* "" when none */
+} broker_cfg;
+
+/* Fills cfg with the built-in defaults. No listeners are set: the caller
+ * adds the default ones (config_add_default_listeners) when none are given. */
+void config_defaults(broker_cfg *cfg);
+
+/* Adds TCP 1883 on all addresses (IPv4 and IPv6) and the Unix socket
+ * /run/shimmy/shimmy.sock. */
+void config_add_default_listeners(broker_cfg *cfg);
+
+/*
+ * Parses argv (-c FILE, -p PORT (repeatable), -v, -h) and the file, if any,
+ * into cfg. Diagnostics go to `log` ("file:line: ..."). Returns 0, or a
+ * negative error after logging why; the caller exits non-zero.
+ */
+int config_from_args(broker_cfg *cfg, int argc, char **argv,
+		     const shimmy_log *log);
+
+/* Parses one file into cfg (already holding defaults). Same return rules. */
+int config_load(broker_cfg *cfg, const char *path, const shimmy_log *log);
+
+#endif
