@@ -22,13 +22,28 @@ typedef enum cfg_listener_kind {
 	CFG_LISTENER_UNIX = 2, /* "listener 0 /path.sock" */
 } cfg_listener_kind;
 
+/* socket_domain of a TCP listener. */
+typedef enum cfg_family {
+	CFG_FAMILY_ANY = 0, /* IPv4 and IPv6 */
+	CFG_FAMILY_IPV4 = 4,
+	CFG_FAMILY_IPV6 = 6,
+} cfg_family;
+
+/* cfg_listener.flags bits. */
+enum {
+	/* Built-in default: failing to open it is a warning, not fatal. */
+	CFG_LISTENER_OPTIONAL = 1 << 0,
+};
+
 typedef struct cfg_listener {
 	cfg_listener_kind kind;
+	cfg_family family;     /* TCP: socket_domain */
+	unsigned flags;        /* CFG_LISTENER_* */
 	uint16_t port;
 	char address[256];     /* TCP: bind address, "" = all (v4 and v6) */
 	char path[108];        /* UNIX: socket path */
 	uint32_t socket_mode;  /* UNIX: permissions, default 0666 */
-	int max_connections;   /* -1 = unlimited */
+	int max_connections;   /* <= 0 = unlimited (mosquitto: -1) */
 } cfg_listener;
 
 typedef struct broker_cfg {
@@ -52,6 +67,11 @@ typedef struct broker_cfg {
 	unsigned log_mask;               /* log_type bits; default LOG_DEFAULT */
 	bool log_timestamp;              /* default true */
 	bool verbose;                    /* -v: all log types */
+	int log_fd;                      /* log_dest: 2 stderr (default), 1 stdout, -1 none */
+
+	bool help;                       /* -h given: print usage, exit 0 */
+	uint16_t cmd_ports[CFG_MAX_LISTENERS]; /* -p PORT, in order */
+	int cmd_port_count;
 
 	char config_file[4096];          /* "" when none */
 } broker_cfg;
@@ -74,5 +94,25 @@ int config_from_args(broker_cfg *cfg, int argc, char **argv,
 
 /* Parses one file into cfg (already holding defaults). Same return rules. */
 int config_load(broker_cfg *cfg, const char *path, const shimmy_log *log);
+
+/* Writes the -h text to fd. */
+void config_usage(int fd);
+
+/*
+ * SIGHUP: re-parses argv and the file into a fresh cfg; on success copies
+ * every setting except the listeners (which stay bound) into *live and
+ * returns 0. On error *live is untouched and a negative error is returned.
+ */
+int config_reload(broker_cfg *live, int argc, char **argv,
+		  const shimmy_log *log);
+
+/* Applies cfg's log settings (log_type, log_dest, log_timestamp, -v) to l. */
+void config_apply_log(const broker_cfg *cfg, shimmy_log *l);
+
+/*
+ * Parses a mosquitto duration: N followed by h, d, w, m (30 days) or y
+ * (365 days), e.g. "2d". Returns 0 and sets *out_s, or -EINVAL/-ERANGE.
+ */
+int config_parse_duration(const char *s, uint32_t *out_s);
 
 #endif

@@ -1,0 +1,1 @@
+shimmy_unit_test(test_acl shimmy_broker_core)
