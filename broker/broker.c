@@ -1,1 +1,1525 @@
-/* placeholder: being written */
+/*
+ * broker/broker.c — the protocol core behind broker.h: connection state,
+ * CONNECT/CONNACK, routing, QoS flows, wills, keepalive, takeover and $SYS.
+ *
+ * Owns: every broker_conn, every session (hash by client id plus a list
+ * for timer scans), the subscription tree and the retained store. A
+ * connection is attached to at most one session and a session to at most
+ * one connection (s->conn / c->s). Messages are refcounted broker_msg
+ * shared by all their deliveries; per-connection output is one byte buffer
+ * that packets are encoded into directly.
+ * Thread model: loop thread only.
+ */
+#include "broker/broker.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "broker/msg.h"
+#include "broker/retain.h"
+#include "broker/session.h"
+#include "broker/strmap.h"
+#include "broker/subtree.h"
+#include "mqtt/error.h"
+#include "mqtt/packet.h"
+#include "mqtt/topic.h"
+
+#define BROKER_VERSION_STR "shimmy 0.1.0"
+/* Inbound topic aliases accepted per connection (CONNACK Topic Alias Maximum). */
+#define BROKER_TOPIC_ALIAS_MAX 10
+/* Output bytes pending above which QoS 0 messages to that client are
+ * dropped instead of buffered (a slow consumer must not eat the heap). */
+#define BROKER_OUT_QOS0_LIMIT (16u << 20)
+/* Most Subscription Identifiers put on one outgoing PUBLISH. */
+#define BROKER_MAX_SUB_IDS 32
+
+typedef enum conn_state {
+	CONN_NEW = 0,  /* waiting for CONNECT */
+	CONN_ACTIVE,   /* CONNACK sent */
+	CONN_CLOSING,  /* WANT_CLOSE set; input ignored */
+} conn_state;
+
+struct broker_conn {
+	broker *b;
+	broker_transport transport;
+	char peer[64];
+	void *io;
+	conn_state state;
+	unsigned flags;
+
+	broker_conn *prev, *next;   /* b->conns */
+	broker_conn *dprev, *dnext; /* b->dirty, while in_dirty */
+	bool in_dirty;
+
+	session *s;             /* NULL before CONNECT and after takeover */
+	char *id;               /* client id for logs, owned */
+	mqtt_version version;
+	uint16_t keep_alive;    /* seconds in force; 0 = none */
+	uint64_t last_rx_ms;
+	uint16_t client_recv_max;    /* client's Receive Maximum (v5) */
+	uint32_t client_max_packet;  /* client's Maximum Packet Size; 0 = none */
+	uint32_t connect_expiry_s;   /* Session Expiry from CONNECT */
+	bool will_on_close;     /* send the will when the transport goes */
+	bool close_logged;
+
+	/* Output: bytes [out_off, out_len) are pending. */
+	uint8_t *out;
+	size_t out_off, out_len, out_cap;
+
+	char *aliases[BROKER_TOPIC_ALIAS_MAX + 1]; /* inbound, index = alias */
+};
+
+/* One subscriber of the message being routed. */
+typedef struct route_hit {
+	session *s;
+	uint8_t qos;
+	bool retain;
+} route_hit;
+
+struct broker {
+	const broker_cfg *cfg;
+	const shimmy_log *log;
+	subtree *subs;
+	retain_store *retained;
+	strmap sessions;          /* client id -> session */
+	session *sess_head;       /* all sessions */
+	broker_conn *conns;
+	size_t conn_count;
+	broker_conn *dirty_head, *dirty_tail;
+
+	uint64_t next_uid;
+	uint64_t rng;
+	uint64_t start_ms;
+	uint64_t next_scan_ms;
+	uint64_t next_sys_ms;
+	uint64_t msgs_received, msgs_sent;
+
+	broker_auth_fn auth_fn;
+	void *auth_ctx;
+
+	/* Fan-out scratch of route(), reused. */
+	broker_msg *route_msg;
+	uint64_t route_gen;
+	route_hit *hits;
+	uint32_t hit_count, hit_cap;
+	bool route_oom;
+
+	/* SUBACK/UNSUBACK scratch. */
+	uint8_t *scratch;
+	size_t scratch_cap;
+};
+
+static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched);
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static const char *conn_id(const broker_conn *c)
+{
+	return c->id ? c->id : "<unknown>";
+}
+
+static uint64_t broker_rand(broker *b)
+{
+	/* splitmix64: only for assigned client ids, not security. */
+	uint64_t z = (b->rng += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+static void mark_dirty(broker_conn *c)
+{
+	broker *b = c->b;
+	if (c->in_dirty)
+		return;
+	c->in_dirty = true;
+	c->dnext = NULL;
+	c->dprev = b->dirty_tail;
+	if (b->dirty_tail)
+		b->dirty_tail->dnext = c;
+	else
+		b->dirty_head = c;
+	b->dirty_tail = c;
+}
+
+static void unmark_dirty(broker_conn *c)
+{
+	broker *b = c->b;
+	if (!c->in_dirty)
+		return;
+	if (c->dprev)
+		c->dprev->dnext = c->dnext;
+	else
+		b->dirty_head = c->dnext;
+	if (c->dnext)
+		c->dnext->dprev = c->dprev;
+	else
+		b->dirty_tail = c->dprev;
+	c->in_dirty = false;
+	c->dprev = c->dnext = NULL;
+}
+
+static void conn_want_close(broker_conn *c)
+{
+	c->state = CONN_CLOSING;
+	c->flags |= BROKER_CONN_WANT_CLOSE;
+	mark_dirty(c);
+}
+
+/* Returns space for at least n more output bytes, or NULL on OOM. */
+static uint8_t *out_reserve(broker_conn *c, size_t n)
+{
+	if (c->out_cap - c->out_len >= n)
+		return c->out + c->out_len;
+	if (c->out_off) {
+		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
+		c->out_len -= c->out_off;
+		c->out_off = 0;
+		if (c->out_cap - c->out_len >= n)
+			return c->out + c->out_len;
+	}
+	size_t ncap = c->out_cap ? c->out_cap : 4096;
+	while (ncap - c->out_len < n) {
+		if (ncap > SIZE_MAX / 2)
+			return NULL;
+		ncap *= 2;
+	}
+	uint8_t *nb = realloc(c->out, ncap);
+	if (!nb)
+		return NULL;
+	c->out = nb;
+	c->out_cap = ncap;
+	return c->out + c->out_len;
+}
+
+static void out_oom(broker_conn *c)
+{
+	log_write(c->b->log, LOG_ERR,
+		  "Out of memory buffering output for client %s, disconnecting.",
+		  conn_id(c));
+	conn_want_close(c);
+}
+
+static size_t out_pending(const broker_conn *c)
+{
+	return c->out_len - c->out_off;
+}
+
+/* Encodes pkt into c's output. Returns 0 or a negative error. */
+static int send_pkt(broker_conn *c, mqtt_version v, const mqtt_packet *pkt)
+{
+	if (!out_reserve(c, 64)) {
+		out_oom(c);
+		return MQTT_ERR_NOMEM;
+	}
+	long n = mqtt_encode(c->out + c->out_len, c->out_cap - c->out_len, v,
+			     pkt);
+	if (n < 0) {
+		log_write(c->b->log, LOG_ERR,
+			  "Cannot encode %s for client %s: %s.",
+			  mqtt_type_str(pkt->type), conn_id(c),
+			  mqtt_strerror((int)n));
+		return (int)n;
+	}
+	if ((size_t)n > c->out_cap - c->out_len) {
+		if (!out_reserve(c, (size_t)n)) {
+			out_oom(c);
+			return MQTT_ERR_NOMEM;
+		}
+		n = mqtt_encode(c->out + c->out_len, c->out_cap - c->out_len,
+				v, pkt);
+		if (n < 0)
+			return (int)n;
+	}
+	c->out_len += (size_t)n;
+	mark_dirty(c);
+	return 0;
+}
+
+static void send_ack(broker_conn *c, mqtt_type type, uint16_t pid,
+		     uint8_t reason)
+{
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = type;
+	pkt.flags = type == MQTT_PUBREL ? 0x2 : 0;
+	pkt.u.ack.packet_id = pid;
+	pkt.u.ack.reason = c->version == MQTT_V5 ? reason : 0;
+	send_pkt(c, c->version, &pkt);
+}
+
+/*
+ * Closes c for a protocol reason: v5 peers past CONNACK get a DISCONNECT
+ * with `reason` first. The will is sent when the transport goes.
+ */
+static void conn_fail(broker_conn *c, uint8_t reason)
+{
+	if (c->state == CONN_CLOSING)
+		return;
+	if (c->state == CONN_ACTIVE && c->version == MQTT_V5) {
+		mqtt_packet pkt;
+		memset(&pkt, 0, sizeof(pkt));
+		pkt.type = MQTT_DISCONNECT;
+		pkt.u.disconnect.reason = reason;
+		send_pkt(c, MQTT_V5, &pkt);
+	}
+	conn_want_close(c);
+}
+
+/* ---- publishing out --------------------------------------------------- */
+
+static uint32_t conn_window(const broker_conn *c)
+{
+	uint32_t w = c->b->cfg->max_inflight_messages;
+	if (w == 0 || w > UINT16_MAX)
+		w = UINT16_MAX;
+	if (c->version == MQTT_V5 && c->client_recv_max < w)
+		w = c->client_recv_max;
+	return w;
+}
+
+static uint8_t *put_u16(uint8_t *p, uint16_t v)
+{
+	p[0] = (uint8_t)(v >> 8);
+	p[1] = (uint8_t)v;
+	return p + 2;
+}
+
+/*
+ * Encodes a PUBLISH of m straight into c's output. The v5 property block
+ * is m's stored block plus this hop's Message Expiry and Subscription
+ * Identifiers. Returns 0, 1 when the packet exceeds the client's Maximum
+ * Packet Size (not sent [MQTT-3.1.2-24]), or a negative error.
+ */
+static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
+			bool retain, bool dup, uint16_t pid, uint64_t now_ms)
+{
+	session *s = c->s;
+	uint32_t ids[BROKER_MAX_SUB_IDS];
+	uint32_t nids = 0;
+	size_t plen = 0;
+	bool v5 = c->version == MQTT_V5;
+	if (v5) {
+		mqtt_str topic = { m->topic, m->topic_len };
+		if (s)
+			nids = session_sub_ids(s, topic, ids, BROKER_MAX_SUB_IDS);
+		plen = m->props_len;
+		if (m->expiry_ms)
+			plen += 5;
+		for (uint32_t i = 0; i < nids; i++)
+			plen += 1 + mqtt_vbi_size(ids[i]);
+	}
+	uint64_t rem = 2 + (uint64_t)m->topic_len + (qos ? 2 : 0) +
+		       m->payload_len;
+	if (v5)
+		rem += mqtt_vbi_size((uint32_t)plen) + plen;
+	if (rem > MQTT_VBI_MAX)
+		return 1;
+	uint64_t total = 1 + mqtt_vbi_size((uint32_t)rem) + rem;
+	if (v5 && c->client_max_packet && total > c->client_max_packet)
+		return 1;
+	uint8_t *p = out_reserve(c, (size_t)total);
+	if (!p) {
+		out_oom(c);
+		return MQTT_ERR_NOMEM;
+	}
+	*p++ = (uint8_t)(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0));
+	p += mqtt_vbi_encode(p, (uint32_t)rem);
+	p = put_u16(p, m->topic_len);
+	memcpy(p, m->topic, m->topic_len);
+	p += m->topic_len;
+	if (qos)
+		p = put_u16(p, pid);
+	if (v5) {
+		p += mqtt_vbi_encode(p, (uint32_t)plen);
+		if (m->expiry_ms) {
+			uint32_t left = msg_expiry_left_s(m, now_ms);
+			*p++ = MQTT_PROP_MESSAGE_EXPIRY_INTERVAL;
+			p[0] = (uint8_t)(left >> 24);
+			p[1] = (uint8_t)(left >> 16);
+			p[2] = (uint8_t)(left >> 8);
+			p[3] = (uint8_t)left;
+			p += 4;
+		}
+		for (uint32_t i = 0; i < nids; i++) {
+			*p++ = MQTT_PROP_SUBSCRIPTION_IDENTIFIER;
+			p += mqtt_vbi_encode(p, ids[i]);
+		}
+		memcpy(p, m->props, m->props_len);
+		p += m->props_len;
+	}
+	memcpy(p, m->payload, m->payload_len);
+	c->out_len += (size_t)total;
+	c->b->msgs_sent++;
+	mark_dirty(c);
+	return 0;
+}
+
+static void queue_drop(broker *b, session *s)
+{
+	s->dropped++;
+	if (!s->drop_logged) {
+		s->drop_logged = true;
+		log_write(b->log, LOG_NOTICE,
+			  "Outgoing messages are being dropped for client %s.",
+			  s->client_id);
+	}
+}
+
+/* Starts the flow of an entry that may use the window now; takes e's
+ * reference. */
+static void out_start(broker_conn *c, sess_out *e, uint64_t now_ms)
+{
+	session *s = c->s;
+	if (e->qos == 0) {
+		send_publish(c, e->msg, 0, e->retain, false, 0, now_ms);
+		msg_unref(e->msg);
+		return;
+	}
+	e->pid = session_next_pid(s);
+	e->state = e->qos == 1 ? SESS_OUT_WAIT_PUBACK : SESS_OUT_WAIT_PUBREC;
+	if (send_publish(c, e->msg, e->qos, e->retain, false, e->pid, now_ms)) {
+		/* Too large for the client: discarded as if delivered
+		 * [MQTT-3.1.2-25]; or OOM, and the conn is closing. */
+		msg_unref(e->msg);
+		return;
+	}
+	if (session_inflight_add(s, e)) {
+		msg_unref(e->msg);
+		out_oom(c);
+	}
+}
+
+/* Moves queued messages into the window while it has room. */
+static void drain(broker_conn *c, uint64_t now_ms)
+{
+	session *s = c->s;
+	if (!s || c->state != CONN_ACTIVE)
+		return;
+	uint32_t w = conn_window(c);
+	sess_out e;
+	while (s->infl_count < w && c->state == CONN_ACTIVE &&
+	       session_queue_pop(s, &e)) {
+		if (msg_expired(e.msg, now_ms)) {
+			msg_unref(e.msg);
+			continue;
+		}
+		out_start(c, &e, now_ms);
+	}
+}
+
+/* Delivers m to s at delivery QoS qos (already min'ed) with flag retain. */
+static void deliver(broker *b, session *s, broker_msg *m, uint8_t qos,
+		    bool retain, uint64_t now_ms)
+{
+	const broker_cfg *cfg = b->cfg;
+	broker_conn *c = s->conn;
+	sess_out e = { m, 0, qos, SESS_OUT_QUEUED, retain };
+	if (c && c->state == CONN_ACTIVE) {
+		if (qos == 0) {
+			if (out_pending(c) > BROKER_OUT_QOS0_LIMIT) {
+				queue_drop(b, s);
+				return;
+			}
+			send_publish(c, m, 0, retain, false, 0, now_ms);
+			return;
+		}
+		if (s->q_count == 0 && s->infl_count < conn_window(c)) {
+			msg_ref(m);
+			out_start(c, &e, now_ms);
+			return;
+		}
+	} else if (qos == 0 && !cfg->queue_qos0_messages) {
+		return;
+	}
+	msg_ref(m);
+	if (session_queue_push(s, &e, cfg->max_queued_messages,
+			       cfg->max_queued_bytes)) {
+		msg_unref(m);
+		queue_drop(b, s);
+	}
+}
+
+/* ---- routing ---------------------------------------------------------- */
+
+static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
+		     unsigned flags, void *ctx)
+{
+	broker *b = ctx;
+	session *s = owner;
+	broker_msg *m = b->route_msg;
+	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s->uid)
+		return;
+	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
+	bool retain = (options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain;
+	if (!(flags & SUBTREE_SHARED) && s->route_gen == b->route_gen) {
+		/* Overlapping subscriptions: one copy at the highest QoS. */
+		route_hit *h = &b->hits[s->route_idx];
+		if (qos > h->qos)
+			h->qos = qos;
+		h->retain |= retain;
+		return;
+	}
+	if (b->hit_count == b->hit_cap) {
+		uint32_t ncap = b->hit_cap ? b->hit_cap * 2 : 64;
+		route_hit *nh = realloc(b->hits, ncap * sizeof(*nh));
+		if (!nh) {
+			b->route_oom = true;
+			return;
+		}
+		b->hits = nh;
+		b->hit_cap = ncap;
+	}
+	if (!(flags & SUBTREE_SHARED)) {
+		s->route_gen = b->route_gen;
+		s->route_idx = b->hit_count;
+	}
+	b->hits[b->hit_count++] = (route_hit){ s, qos, retain };
+}
+
+/* Fans m out to its subscribers. *matched (may be NULL) gets the count. */
+static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched)
+{
+	mqtt_str topic = { m->topic, m->topic_len };
+	b->route_msg = m;
+	b->route_gen++;
+	b->hit_count = 0;
+	b->route_oom = false;
+	int rc = subtree_match(b->subs, topic, route_cb, b);
+	if (rc < 0 || b->route_oom)
+		log_write(b->log, LOG_ERR,
+			  "Out of memory routing a message on %s.", m->topic);
+	/* deliver() never routes, so the hits array is stable here. */
+	for (uint32_t i = 0; i < b->hit_count; i++) {
+		route_hit *h = &b->hits[i];
+		uint8_t qos = b->cfg->upgrade_outgoing_qos
+				      ? h->qos
+				      : (m->qos < h->qos ? m->qos : h->qos);
+		deliver(b, h->s, m, qos, h->retain, now_ms);
+	}
+	b->route_msg = NULL;
+	if (matched)
+		*matched = (int)b->hit_count;
+}
+
+/* Retains (if asked and available) and routes m. */
+static int publish_msg(broker *b, broker_msg *m, uint64_t now_ms)
+{
+	int matched = 0;
+	if (m->retain && b->cfg->retain_available) {
+		if (retain_set(b->retained, m))
+			log_write(b->log, LOG_ERR,
+				  "Out of memory retaining a message on %s.",
+				  m->topic);
+	}
+	route(b, m, now_ms, &matched);
+	return matched;
+}
+
+static void publish_will(broker *b, session *s, uint64_t now_ms)
+{
+	broker_msg *m = s->will;
+	if (!m)
+		return;
+	s->will = NULL;
+	s->will_at_ms = 0;
+	if (s->will_expiry_set) {
+		m->expiry_ms = now_ms + (uint64_t)s->will_expiry_s * 1000;
+		if (m->expiry_ms == 0)
+			m->expiry_ms = 1;
+	}
+	publish_msg(b, m, now_ms);
+	msg_unref(m);
+}
+
+/* ---- sessions --------------------------------------------------------- */
+
+static void session_unsubscribe_all(broker *b, session *s)
+{
+	for (uint32_t i = 0; i < s->sub_count; i++) {
+		mqtt_str f = { s->subs[i].filter, s->subs[i].filter_len };
+		subtree_remove(b->subs, f, s);
+	}
+}
+
+/* Ends s: sends a pending will, drops subscriptions and frees it. */
+static void session_end(broker *b, session *s, uint64_t now_ms)
+{
+	session_unsubscribe_all(b, s);
+	publish_will(b, s, now_ms);
+	strmap_del(&b->sessions, s->client_id, s->client_id_len);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		b->sess_head = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	if (s->conn)
+		((broker_conn *)s->conn)->s = NULL;
+	session_destroy(s);
+}
+
+static session *session_new(broker *b, const char *id, uint32_t len)
+{
+	session *s = session_create(id, len, b->next_uid++);
+	if (!s)
+		return NULL;
+	if (strmap_put(&b->sessions, s->client_id, s->client_id_len, s)) {
+		session_destroy(s);
+		return NULL;
+	}
+	s->next = b->sess_head;
+	if (b->sess_head)
+		b->sess_head->prev = s;
+	b->sess_head = s;
+	return s;
+}
+
+/* ---- CONNECT ---------------------------------------------------------- */
+
+static void connack_fail(broker_conn *c, mqtt_version v, uint8_t v5_reason)
+{
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_CONNACK;
+	pkt.u.connack.reason = v == MQTT_V5
+				       ? v5_reason
+				       : mqtt_reason_to_v3_connack(v5_reason);
+	send_pkt(c, v, &pkt);
+	conn_want_close(c);
+}
+
+static int proto_num(mqtt_version v)
+{
+	return v == MQTT_V31 ? 1 : v == MQTT_V311 ? 2 : 5;
+}
+
+static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
+			   uint64_t now_ms)
+{
+	const broker_cfg *cfg = b->cfg;
+	mqtt_version v = ct->version;
+	bool v5 = v == MQTT_V5;
+	char idbuf[32];
+	const char *id = ct->client_id.ptr;
+	uint32_t idlen = ct->client_id.len;
+	bool assigned = false;
+
+	c->version = v;
+	if (idlen == 0) {
+		/* [MQTT-3.1.3-8]: 3.1.1 needs clean session for an empty id;
+		 * 3.1 has no empty ids at all. */
+		if (v == MQTT_V31 || (v == MQTT_V311 && !ct->clean_start)) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client <unknown> from %s rejected: empty client id.",
+				  c->peer);
+			connack_fail(c, v, MQTT_RC_CLIENT_IDENTIFIER_NOT_VALID);
+			return;
+		}
+		do {
+			snprintf(idbuf, sizeof(idbuf), "auto-%016llx",
+				 (unsigned long long)broker_rand(b));
+		} while (strmap_get(&b->sessions, idbuf, strlen(idbuf)));
+		id = idbuf;
+		idlen = (uint32_t)strlen(idbuf);
+		assigned = true;
+	}
+	c->id = malloc((size_t)idlen + 1);
+	if (!c->id) {
+		conn_want_close(c);
+		return;
+	}
+	memcpy(c->id, id, idlen);
+	c->id[idlen] = '\0';
+
+	/* Authentication hook point. */
+	uint8_t auth_rc = 0;
+	if (b->auth_fn) {
+		auth_rc = b->auth_fn(c->id,
+				     ct->has_username ? &ct->username : NULL,
+				     ct->has_password ? &ct->password : NULL,
+				     b->auth_ctx);
+	} else if (!cfg->allow_anonymous && !ct->has_username) {
+		auth_rc = MQTT_RC_NOT_AUTHORIZED;
+	}
+	if (auth_rc) {
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s from %s disconnected, not authorised.",
+			  c->id, c->peer);
+		connack_fail(c, v, auth_rc);
+		return;
+	}
+
+	/* Keep alive: v5 gets a Server Keep Alive override; 3.x is accepted
+	 * as sent. */
+	uint16_t ka = ct->keep_alive;
+	bool ka_override = false;
+	if (v5 && cfg->max_keepalive && ka > cfg->max_keepalive) {
+		ka = cfg->max_keepalive;
+		ka_override = true;
+	}
+
+	uint32_t expiry;
+	if (v5)
+		expiry = (ct->props.present &
+			  MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY_INTERVAL))
+				 ? ct->props.session_expiry
+				 : 0;
+	else
+		expiry = ct->clean_start ? 0 : SESSION_EXPIRY_NEVER;
+
+	session *s = strmap_get(&b->sessions, c->id, idlen);
+	if (s && s->conn) {
+		broker_conn *old = s->conn;
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s already connected, closing old connection.",
+			  c->id);
+		if (old->state == CONN_ACTIVE && old->version == MQTT_V5) {
+			mqtt_packet pkt;
+			memset(&pkt, 0, sizeof(pkt));
+			pkt.type = MQTT_DISCONNECT;
+			pkt.u.disconnect.reason = MQTT_RC_SESSION_TAKEN_OVER;
+			send_pkt(old, MQTT_V5, &pkt);
+		}
+		old->close_logged = true;
+		conn_want_close(old);
+		if (!old->will_on_close)
+			session_set_will(s, NULL, 0);
+		old->s = NULL;
+		s->conn = NULL;
+		/* The old connection ended abnormally: its will goes now
+		 * unless a will delay is still running into a resumed session
+		 * (which cancels it) [MQTT-3.1.3-9]. */
+		if (old->will_on_close &&
+		    (s->will_delay_s == 0 || ct->clean_start))
+			publish_will(b, s, now_ms);
+	}
+	if (s) {
+		if (ct->clean_start) {
+			session_end(b, s, now_ms); /* sends a pending will */
+			s = NULL;
+		} else {
+			/* Reconnected within the will delay: cancel it. */
+			session_set_will(s, NULL, 0);
+		}
+	}
+	bool session_present = s != NULL;
+	if (!s) {
+		s = session_new(b, c->id, idlen);
+		if (!s) {
+			log_write(b->log, LOG_ERR,
+				  "Out of memory creating session for %s.",
+				  c->id);
+			connack_fail(c, v, MQTT_RC_SERVER_UNAVAILABLE);
+			return;
+		}
+	}
+	s->expire_at_ms = 0;
+	s->expiry_s = expiry;
+	s->conn = c;
+	s->drop_logged = false;
+	c->s = s;
+	c->connect_expiry_s = expiry;
+	c->keep_alive = ka;
+	c->client_recv_max = UINT16_MAX;
+	c->client_max_packet = 0;
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM)))
+		c->client_recv_max = ct->props.receive_maximum;
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)))
+		c->client_max_packet = ct->props.maximum_packet_size;
+
+	if (ct->will) {
+		mqtt_bytes wprops = { NULL, 0 };
+		if (v5)
+			wprops = ct->will_props.raw;
+		broker_msg *w = msg_create(ct->will_topic, ct->will_payload,
+					   wprops, ct->will_qos,
+					   ct->will_retain, 0, s->uid);
+		if (!w) {
+			connack_fail(c, v, MQTT_RC_SERVER_UNAVAILABLE);
+			return;
+		}
+		uint32_t delay = 0;
+		if (v5 && (ct->will_props.present &
+			   MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY_INTERVAL)))
+			delay = ct->will_props.will_delay;
+		session_set_will(s, w, delay);
+		s->will_expiry_set =
+			v5 && (ct->will_props.present &
+			       MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL));
+		s->will_expiry_s = s->will_expiry_set
+					   ? ct->will_props.message_expiry
+					   : 0;
+	} else {
+		session_set_will(s, NULL, 0);
+	}
+	c->will_on_close = true;
+	c->state = CONN_ACTIVE;
+
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_CONNACK;
+	pkt.u.connack.session_present = session_present;
+	if (v5) {
+		mqtt_props *p = &pkt.u.connack.props;
+		if (cfg->max_inflight_messages &&
+		    cfg->max_inflight_messages < UINT16_MAX) {
+			p->present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM);
+			p->receive_maximum =
+				(uint16_t)cfg->max_inflight_messages;
+		}
+		if (cfg->max_packet_size) {
+			p->present |=
+				MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+			p->maximum_packet_size = cfg->max_packet_size;
+		}
+		if (!cfg->retain_available) {
+			p->present |= MQTT_PROP_BIT(MQTT_PROP_RETAIN_AVAILABLE);
+			p->retain_available = 0;
+		}
+		p->present |= MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM);
+		p->topic_alias_maximum = BROKER_TOPIC_ALIAS_MAX;
+		if (ka_override) {
+			p->present |= MQTT_PROP_BIT(MQTT_PROP_SERVER_KEEP_ALIVE);
+			p->server_keep_alive = ka;
+		}
+		if (assigned) {
+			p->present |= MQTT_PROP_BIT(
+				MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER);
+			p->assigned_client_id = mqtt_str_c(c->id);
+		}
+	}
+	if (send_pkt(c, v, &pkt))
+		return;
+
+	if (ct->has_username)
+		log_write(b->log, LOG_NOTICE,
+			  "New client connected from %s as %s (p%d, c%d, k%u, u'%.*s').",
+			  c->peer, c->id, proto_num(v), ct->clean_start ? 1 : 0,
+			  (unsigned)ka, (int)ct->username.len,
+			  ct->username.ptr ? ct->username.ptr : "");
+	else
+		log_write(b->log, LOG_NOTICE,
+			  "New client connected from %s as %s (p%d, c%d, k%u).",
+			  c->peer, c->id, proto_num(v), ct->clean_start ? 1 : 0,
+			  (unsigned)ka);
+
+	if (session_present) {
+		/* Resend what was in flight [MQTT-4.4.0-1]. */
+		for (uint32_t i = 0; i < s->infl_count && c->state == CONN_ACTIVE;
+		     i++) {
+			sess_out *e = &s->inflight[i];
+			if (e->state == SESS_OUT_WAIT_PUBCOMP)
+				send_ack(c, MQTT_PUBREL, e->pid, 0);
+			else
+				send_publish(c, e->msg, e->qos, e->retain, true,
+					     e->pid, now_ms);
+		}
+		drain(c, now_ms);
+	}
+}
+
+/* ---- PUBLISH in ------------------------------------------------------- */
+
+static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
+			   uint64_t now_ms)
+{
+	const broker_cfg *cfg = b->cfg;
+	session *s = c->s;
+	bool v5 = c->version == MQTT_V5;
+	mqtt_str topic = pub->topic;
+
+	if (v5 && (pub->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS))) {
+		uint16_t a = pub->props.topic_alias;
+		if (a == 0 || a > BROKER_TOPIC_ALIAS_MAX) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s sent invalid topic alias %u, disconnecting.",
+				  conn_id(c), (unsigned)a);
+			conn_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID);
+			return;
+		}
+		if (topic.len) {
+			char *t = malloc((size_t)topic.len + 1);
+			if (!t) {
+				out_oom(c);
+				return;
+			}
+			memcpy(t, topic.ptr, topic.len);
+			t[topic.len] = '\0';
+			free(c->aliases[a]);
+			c->aliases[a] = t;
+		} else if (!c->aliases[a]) {
+			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+			return;
+		} else {
+			topic = mqtt_str_c(c->aliases[a]);
+		}
+	}
+	if (topic.len == 0) {
+		conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+		return;
+	}
+	if (pub->retain && !cfg->retain_available) {
+		/* v5: [MQTT-3.3.1-11]; 3.x: mosquitto closes too. */
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s sent a retained message but retain is not available, disconnecting.",
+			  conn_id(c));
+		conn_fail(c, MQTT_RC_RETAIN_NOT_SUPPORTED);
+		return;
+	}
+	if (pub->qos == 2 && session_qos2_has(s, pub->packet_id)) {
+		/* Duplicate of a message already delivered [MQTT-4.3.3-10]. */
+		send_ack(c, MQTT_PUBREC, pub->packet_id, 0);
+		return;
+	}
+	if (pub->qos == 2 && v5) {
+		uint32_t rmax = cfg->max_inflight_messages
+					? cfg->max_inflight_messages
+					: UINT16_MAX;
+		if (s->qos2_count >= rmax) {
+			conn_fail(c, MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED);
+			return;
+		}
+	}
+	b->msgs_received++;
+	if (cfg->message_size_limit &&
+	    pub->payload.len > cfg->message_size_limit) {
+		log_write(b->log, LOG_DEBUG,
+			  "Dropped too large PUBLISH from %s (q%d, r%d, '%.*s', ... (%u bytes)).",
+			  conn_id(c), pub->qos, pub->retain ? 1 : 0,
+			  (int)topic.len, topic.ptr, pub->payload.len);
+		if (pub->qos == 1)
+			send_ack(c, MQTT_PUBACK, pub->packet_id,
+				 MQTT_RC_PACKET_TOO_LARGE);
+		else if (pub->qos == 2)
+			send_ack(c, MQTT_PUBREC, pub->packet_id,
+				 MQTT_RC_PACKET_TOO_LARGE);
+		return;
+	}
+	uint64_t expiry = 0;
+	if (v5 && (pub->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL))) {
+		expiry = now_ms + (uint64_t)pub->props.message_expiry * 1000;
+		if (expiry == 0)
+			expiry = 1;
+	}
+	mqtt_bytes props = { NULL, 0 };
+	if (v5)
+		props = pub->props.raw;
+	broker_msg *m = msg_create(topic, pub->payload, props, pub->qos,
+				   pub->retain, expiry, s->uid);
+	if (!m) {
+		log_write(b->log, LOG_ERR, "Out of memory on PUBLISH from %s.",
+			  conn_id(c));
+		conn_fail(c, MQTT_RC_UNSPECIFIED_ERROR);
+		return;
+	}
+	if (pub->qos == 2 && session_qos2_add(s, pub->packet_id)) {
+		msg_unref(m);
+		out_oom(c);
+		return;
+	}
+	int matched = publish_msg(b, m, now_ms);
+	msg_unref(m);
+	uint8_t rc = matched ? 0 : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
+	if (pub->qos == 1)
+		send_ack(c, MQTT_PUBACK, pub->packet_id, rc);
+	else if (pub->qos == 2)
+		send_ack(c, MQTT_PUBREC, pub->packet_id, rc);
+}
+
+/* ---- acknowledgements in ---------------------------------------------- */
+
+static void handle_ack(broker *b, broker_conn *c, mqtt_type type,
+		       const mqtt_ack *ack, uint64_t now_ms)
+{
+	session *s = c->s;
+	int i = session_inflight_find(s, ack->packet_id);
+	sess_out *e = i >= 0 ? &s->inflight[i] : NULL;
+	bool v5 = c->version == MQTT_V5;
+	switch (type) {
+	case MQTT_PUBACK:
+		if (e && e->state == SESS_OUT_WAIT_PUBACK) {
+			session_inflight_remove(s, (uint32_t)i);
+			drain(c, now_ms);
+		}
+		break;
+	case MQTT_PUBREC:
+		if (e && e->state == SESS_OUT_WAIT_PUBREC) {
+			if (v5 && ack->reason >= 0x80) {
+				/* The flow ends here [MQTT-4.3.3-4 note]. */
+				session_inflight_remove(s, (uint32_t)i);
+				drain(c, now_ms);
+				break;
+			}
+			msg_unref(e->msg);
+			e->msg = NULL;
+			e->state = SESS_OUT_WAIT_PUBCOMP;
+			send_ack(c, MQTT_PUBREL, ack->packet_id, 0);
+		} else if (e && e->state == SESS_OUT_WAIT_PUBCOMP) {
+			send_ack(c, MQTT_PUBREL, ack->packet_id, 0);
+		} else {
+			send_ack(c, MQTT_PUBREL, ack->packet_id,
+				 MQTT_RC_PACKET_IDENTIFIER_NOT_FOUND);
+		}
+		break;
+	case MQTT_PUBREL:
+		if (session_qos2_del(s, ack->packet_id))
+			send_ack(c, MQTT_PUBCOMP, ack->packet_id, 0);
+		else
+			send_ack(c, MQTT_PUBCOMP, ack->packet_id,
+				 MQTT_RC_PACKET_IDENTIFIER_NOT_FOUND);
+		break;
+	case MQTT_PUBCOMP:
+		if (e && e->state == SESS_OUT_WAIT_PUBCOMP) {
+			session_inflight_remove(s, (uint32_t)i);
+			drain(c, now_ms);
+		}
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- SUBSCRIBE / UNSUBSCRIBE ------------------------------------------ */
+
+static uint8_t *scratch(broker *b, size_t n)
+{
+	if (n > b->scratch_cap) {
+		uint8_t *ns = realloc(b->scratch, n);
+		if (!ns)
+			return NULL;
+		b->scratch = ns;
+		b->scratch_cap = n;
+	}
+	return b->scratch;
+}
+
+typedef struct retained_ctx {
+	broker *b;
+	session *s;
+	uint8_t qos;
+	uint64_t now_ms;
+} retained_ctx;
+
+static void retained_cb(broker_msg *m, void *ctx)
+{
+	retained_ctx *rc = ctx;
+	if (msg_expired(m, rc->now_ms))
+		return;
+	uint8_t qos = m->qos < rc->qos ? m->qos : rc->qos;
+	if (rc->b->cfg->upgrade_outgoing_qos)
+		qos = rc->qos;
+	/* [MQTT-3.3.1-8]: sent because of a new subscription: RETAIN = 1. */
+	deliver(rc->b, rc->s, m, qos, true, rc->now_ms);
+}
+
+static void handle_subscribe(broker *b, broker_conn *c,
+			     const mqtt_subscribe *sub, uint64_t now_ms)
+{
+	session *s = c->s;
+	bool v5 = c->version == MQTT_V5;
+	uint32_t sub_id = 0;
+	if (v5 && (sub->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_IDENTIFIER)))
+		sub_id = sub->props.sub_id;
+	/* reasons[0..count) then send_retained[0..count). */
+	uint8_t *reasons = scratch(b, (size_t)sub->count * 2);
+	if (!reasons) {
+		out_oom(c);
+		return;
+	}
+	uint8_t *want_retained = reasons + sub->count;
+	uint32_t off = 0, i = 0;
+	mqtt_topic_entry ent;
+	while (i < sub->count &&
+	       mqtt_topic_entry_next(sub, MQTT_SUBSCRIBE, &off, &ent) == 1) {
+		uint8_t qos = ent.options & MQTT_SUBOPT_QOS_MASK;
+		mqtt_str group, inner;
+		want_retained[i] = 0;
+		if (mqtt_topic_validate_filter(ent.filter, true) != 0) {
+			reasons[i++] = v5 ? MQTT_RC_TOPIC_FILTER_INVALID
+					  : MQTT_RC_UNSPECIFIED_ERROR;
+			continue;
+		}
+		bool shared = subtree_share_split(ent.filter, &group, &inner);
+		if (shared && v5 && (ent.options & MQTT_SUBOPT_NO_LOCAL)) {
+			/* [MQTT-3.8.3-4] */
+			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+			return;
+		}
+		bool existed = false;
+		if (session_sub_set(s, ent.filter, ent.options, sub_id, NULL) ||
+		    subtree_add(b->subs, ent.filter, s, ent.options, sub_id,
+				&existed)) {
+			session_sub_del(s, ent.filter);
+			subtree_remove(b->subs, ent.filter, s);
+			reasons[i++] = MQTT_RC_UNSPECIFIED_ERROR;
+			continue;
+		}
+		log_write(b->log, LOG_SUBSCRIBE, "%s %u %.*s", conn_id(c),
+			  (unsigned)qos, (int)ent.filter.len, ent.filter.ptr);
+		reasons[i] = qos;
+		unsigned rh = (ent.options & MQTT_SUBOPT_RETAIN_HANDLING_MASK) >>
+			      MQTT_SUBOPT_RETAIN_HANDLING_SHIFT;
+		if (!shared && (!v5 || rh == 0 || (rh == 1 && !existed)))
+			want_retained[i] = 1;
+		i++;
+	}
+	uint32_t n = i;
+
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_SUBACK;
+	pkt.u.suback.packet_id = sub->packet_id;
+	pkt.u.suback.reasons = (mqtt_bytes){ reasons, n };
+	if (send_pkt(c, c->version, &pkt))
+		return;
+
+	/* Retained messages after the SUBACK, as mosquitto orders them. */
+	off = 0;
+	for (i = 0; i < n &&
+		    mqtt_topic_entry_next(sub, MQTT_SUBSCRIBE, &off, &ent) == 1;
+	     i++) {
+		if (!b->scratch || !want_retained[i])
+			continue;
+		retained_ctx rc = { b, s, ent.options & MQTT_SUBOPT_QOS_MASK,
+				    now_ms };
+		retain_match(b->retained, ent.filter, retained_cb, &rc);
+		/* retained_cb never touches b->scratch, so want_retained is
+		 * still valid. */
+	}
+}
+
+static void handle_unsubscribe(broker *b, broker_conn *c,
+			       const mqtt_subscribe *uns)
+{
+	session *s = c->s;
+	bool v5 = c->version == MQTT_V5;
+	uint8_t *reasons = scratch(b, uns->count ? uns->count : 1);
+	if (!reasons) {
+		out_oom(c);
+		return;
+	}
+	uint32_t off = 0, i = 0;
+	mqtt_topic_entry ent;
+	while (i < uns->count &&
+	       mqtt_topic_entry_next(uns, MQTT_UNSUBSCRIBE, &off, &ent) == 1) {
+		if (mqtt_topic_validate_filter(ent.filter, true) != 0) {
+			reasons[i++] = MQTT_RC_TOPIC_FILTER_INVALID;
+			continue;
+		}
+		bool found = session_sub_del(s, ent.filter);
+		subtree_remove(b->subs, ent.filter, s);
+		log_write(b->log, LOG_UNSUBSCRIBE, "%s %.*s", conn_id(c),
+			  (int)ent.filter.len, ent.filter.ptr);
+		reasons[i++] = found ? MQTT_RC_SUCCESS
+				     : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
+	}
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_UNSUBACK;
+	pkt.u.suback.packet_id = uns->packet_id;
+	if (v5)
+		pkt.u.suback.reasons = (mqtt_bytes){ reasons, i };
+	send_pkt(c, c->version, &pkt);
+}
+
+/* ---- DISCONNECT ------------------------------------------------------- */
+
+static void handle_disconnect(broker *b, broker_conn *c,
+			      const mqtt_disconnect *d)
+{
+	session *s = c->s;
+	if (c->version == MQTT_V5 &&
+	    (d->props.present &
+	     MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY_INTERVAL))) {
+		if (c->connect_expiry_s == 0 && d->props.session_expiry != 0) {
+			/* [MQTT-3.14.2-2] */
+			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+			return;
+		}
+		s->expiry_s = d->props.session_expiry;
+	}
+	/* 0x04 Disconnect with Will Message keeps the will [MQTT-3.14.4-3]. */
+	c->will_on_close = c->version == MQTT_V5 &&
+			   d->reason == MQTT_RC_DISCONNECT_WITH_WILL;
+	if (!c->will_on_close)
+		session_set_will(s, NULL, 0);
+	log_write(b->log, LOG_NOTICE, "Client %s disconnected.", conn_id(c));
+	c->close_logged = true;
+	conn_want_close(c);
+}
+
+/* ---- dispatch --------------------------------------------------------- */
+
+static void handle_packet(broker *b, broker_conn *c, const mqtt_packet *pkt,
+			  uint64_t now_ms)
+{
+	if (c->state == CONN_NEW) {
+		if (pkt->type != MQTT_CONNECT) {
+			/* [MQTT-3.1.0-1] */
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s sent %s before CONNECT, closing.",
+				  c->peer, mqtt_type_str(pkt->type));
+			conn_want_close(c);
+			return;
+		}
+		handle_connect(b, c, &pkt->u.connect, now_ms);
+		return;
+	}
+	if (!c->s) {
+		conn_want_close(c);
+		return;
+	}
+	switch (pkt->type) {
+	case MQTT_PUBLISH:
+		handle_publish(b, c, &pkt->u.publish, now_ms);
+		break;
+	case MQTT_PUBACK:
+	case MQTT_PUBREC:
+	case MQTT_PUBREL:
+	case MQTT_PUBCOMP:
+		handle_ack(b, c, pkt->type, &pkt->u.ack, now_ms);
+		break;
+	case MQTT_SUBSCRIBE:
+		handle_subscribe(b, c, &pkt->u.subscribe, now_ms);
+		break;
+	case MQTT_UNSUBSCRIBE:
+		handle_unsubscribe(b, c, &pkt->u.subscribe);
+		break;
+	case MQTT_PINGREQ: {
+		mqtt_packet resp;
+		memset(&resp, 0, sizeof(resp));
+		resp.type = MQTT_PINGRESP;
+		send_pkt(c, c->version, &resp);
+		break;
+	}
+	case MQTT_DISCONNECT:
+		handle_disconnect(b, c, &pkt->u.disconnect);
+		break;
+	case MQTT_CONNECT: /* second CONNECT [MQTT-3.1.0-2] */
+	default:           /* server-to-client packets, AUTH without method */
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s disconnected due to protocol error (%s).",
+			  conn_id(c), mqtt_type_str(pkt->type));
+		conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+		break;
+	}
+}
+
+static void handle_decode_error(broker *b, broker_conn *c, int err)
+{
+	if (c->state == CONN_NEW) {
+		if (err == MQTT_ERR_BAD_VERSION) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client from %s using unsupported protocol version, closing.",
+				  c->peer);
+			connack_fail(c, MQTT_V311,
+				     MQTT_RC_UNSUPPORTED_PROTOCOL_VERSION);
+			return;
+		}
+		log_write(b->log, LOG_NOTICE,
+			  "Client from %s sent an invalid CONNECT (%s), closing.",
+			  c->peer, mqtt_strerror(err));
+		conn_want_close(c);
+		return;
+	}
+	log_write(b->log, LOG_NOTICE,
+		  "Client %s disconnected due to %s.", conn_id(c),
+		  mqtt_strerror(err));
+	conn_fail(c, mqtt_reason_from_err(err));
+}
+
+/* ---- broker.h --------------------------------------------------------- */
+
+broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
+		      uint64_t now_ms)
+{
+	broker *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->cfg = cfg;
+	b->log = log;
+	b->subs = subtree_create();
+	b->retained = retain_create();
+	if (!b->subs || !b->retained) {
+		subtree_destroy(b->subs);
+		retain_destroy(b->retained);
+		free(b);
+		return NULL;
+	}
+	strmap_init(&b->sessions);
+	b->next_uid = 1;
+	b->rng = now_ms ^ (uint64_t)(uintptr_t)b;
+	b->start_ms = now_ms;
+	b->next_scan_ms = now_ms + 1000;
+	b->next_sys_ms = now_ms;
+	return b;
+}
+
+static void conn_free(broker_conn *c)
+{
+	for (int i = 0; i <= BROKER_TOPIC_ALIAS_MAX; i++)
+		free(c->aliases[i]);
+	free(c->out);
+	free(c->id);
+	free(c);
+}
+
+void broker_destroy(broker *b)
+{
+	if (!b)
+		return;
+	while (b->conns) {
+		broker_conn *c = b->conns;
+		b->conns = c->next;
+		conn_free(c);
+	}
+	while (b->sess_head) {
+		session *s = b->sess_head;
+		b->sess_head = s->next;
+		session_destroy(s);
+	}
+	strmap_fini(&b->sessions);
+	subtree_destroy(b->subs);
+	retain_destroy(b->retained);
+	free(b->hits);
+	free(b->scratch);
+	free(b);
+}
+
+void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx)
+{
+	b->auth_fn = fn;
+	b->auth_ctx = ctx;
+}
+
+broker_conn *broker_conn_open(broker *b, broker_transport transport,
+			      const char *peer, void *io_ctx, uint64_t now_ms)
+{
+	broker_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->b = b;
+	c->transport = transport;
+	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "?");
+	c->io = io_ctx;
+	c->state = CONN_NEW;
+	c->version = MQTT_V311;
+	c->last_rx_ms = now_ms;
+	c->next = b->conns;
+	if (b->conns)
+		b->conns->prev = c;
+	b->conns = c;
+	b->conn_count++;
+	return c;
+}
+
+size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
+			 size_t len, uint64_t now_ms)
+{
+	if (c->state == CONN_CLOSING)
+		return len;
+	size_t off = 0;
+	if (len)
+		c->last_rx_ms = now_ms;
+	while (off < len && c->state != CONN_CLOSING) {
+		mqtt_packet pkt;
+		int rc = mqtt_decode(buf + off, len - off, c->version,
+				     b->cfg->max_packet_size, &pkt);
+		if (rc == MQTT_ERR_NEED_MORE)
+			break;
+		if (rc <= 0) {
+			handle_decode_error(b, c, rc ? rc : MQTT_ERR_MALFORMED);
+			return len;
+		}
+		off += (size_t)rc;
+		handle_packet(b, c, &pkt, now_ms);
+	}
+	return c->state == CONN_CLOSING ? len : off;
+}
+
+size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
+			      size_t len)
+{
+	uint32_t sz;
+	if (mqtt_packet_size(buf, len, &sz) < 0)
+		return 0;
+	uint32_t max = c->b->cfg->max_packet_size ? c->b->cfg->max_packet_size
+						  : MQTT_PACKET_MAX;
+	return sz > max ? max : sz;
+}
+
+void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len)
+{
+	static const uint8_t none[1];
+	*data = c->out ? c->out + c->out_off : none;
+	*len = c->out_len - c->out_off;
+}
+
+void broker_conn_written(broker_conn *c, size_t n)
+{
+	size_t pending = c->out_len - c->out_off;
+	c->out_off += n < pending ? n : pending;
+	if (c->out_off == c->out_len)
+		c->out_off = c->out_len = 0;
+}
+
+unsigned broker_conn_flags(const broker_conn *c)
+{
+	return c->flags;
+}
+
+void *broker_conn_io(const broker_conn *c)
+{
+	return c->io;
+}
+
+broker_conn *broker_next_dirty(broker *b)
+{
+	broker_conn *c = b->dirty_head;
+	if (c)
+		unmark_dirty(c);
+	return c;
+}
+
+void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
+{
+	session *s = c->s;
+	if (s) {
+		if (!c->close_logged)
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s closed its connection.",
+				  conn_id(c));
+		s->conn = NULL;
+		c->s = NULL;
+		if (!c->will_on_close)
+			session_set_will(s, NULL, 0);
+		if (s->expiry_s == 0) {
+			session_end(b, s, now_ms); /* sends the will */
+		} else {
+			uint64_t exp_s = s->expiry_s;
+			if (exp_s == SESSION_EXPIRY_NEVER)
+				exp_s = b->cfg->persistent_client_expiration_s;
+			s->expire_at_ms = exp_s ? now_ms + exp_s * 1000 : 0;
+			if (s->will) {
+				if (s->will_delay_s == 0)
+					publish_will(b, s, now_ms);
+				else
+					s->will_at_ms =
+						now_ms +
+						(uint64_t)s->will_delay_s * 1000;
+			}
+		}
+	}
+	unmark_dirty(c);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		b->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	b->conn_count--;
+	conn_free(c);
+}
+
+uint64_t broker_tick(broker *b, uint64_t now_ms)
+{
+	if (now_ms >= b->next_scan_ms) {
+		b->next_scan_ms = now_ms + 1000;
+		for (broker_conn *c = b->conns; c; c = c->next) {
+			if (c->state != CONN_ACTIVE || c->keep_alive == 0)
+				continue;
+			if (now_ms - c->last_rx_ms >=
+			    (uint64_t)c->keep_alive * 1500) {
+				log_write(b->log, LOG_NOTICE,
+					  "Client %s has exceeded timeout, disconnecting.",
+					  conn_id(c));
+				conn_fail(c, MQTT_RC_KEEP_ALIVE_TIMEOUT);
+			}
+		}
+		session *next;
+		for (session *s = b->sess_head; s; s = next) {
+			next = s->next;
+			if (s->conn)
+				continue;
+			if (s->will_at_ms && now_ms >= s->will_at_ms)
+				publish_will(b, s, now_ms);
+			if (s->expire_at_ms && now_ms >= s->expire_at_ms) {
+				log_write(b->log, LOG_NOTICE,
+					  "Expiring client %s.", s->client_id);
+				/* publish_will() may have routed into
+				 * sessions, never freed one: next is valid. */
+				session_end(b, s, now_ms);
+			}
+		}
+	}
+	uint64_t due = b->next_scan_ms;
+	if (b->cfg->sys_interval) {
+		if (now_ms >= b->next_sys_ms) {
+			broker_sys_publish(b, now_ms);
+			b->next_sys_ms =
+				now_ms + (uint64_t)b->cfg->sys_interval * 1000;
+		}
+		if (b->next_sys_ms < due)
+			due = b->next_sys_ms;
+	}
+	uint64_t wait = due > now_ms ? due - now_ms : 0;
+	return wait > 1000 ? 1000 : wait;
+}
+
+size_t broker_conn_count(const broker *b)
+{
+	return b->conn_count;
+}
+
+int broker_publish(broker *b, const char *topic, const void *payload,
+		   size_t len, uint8_t qos, int retain, uint64_t now_ms)
+{
+	if (len > UINT32_MAX || qos > 2)
+		return MQTT_ERR_INVALID;
+	mqtt_bytes pl = { payload, (uint32_t)len };
+	mqtt_bytes none = { NULL, 0 };
+	broker_msg *m = msg_create(mqtt_str_c(topic), pl, none, qos,
+				   retain != 0, 0, 0);
+	if (!m)
+		return MQTT_ERR_NOMEM;
+	int matched = publish_msg(b, m, now_ms);
+	msg_unref(m);
+	return matched;
+}
+
+static void sys_pub(broker *b, uint64_t now_ms, const char *topic,
+		    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void sys_pub(broker *b, uint64_t now_ms, const char *topic,
+		    const char *fmt, ...)
+{
+	char buf[64];
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	broker_publish(b, topic, buf, strlen(buf), 0, 1, now_ms);
+}
+
+void broker_sys_publish(broker *b, uint64_t now_ms)
+{
+	/* $SYS messages are not counted as received; their sends are. */
+	sys_pub(b, now_ms, "$SYS/broker/version", "%s", BROKER_VERSION_STR);
+	sys_pub(b, now_ms, "$SYS/broker/uptime", "%llu seconds",
+		(unsigned long long)((now_ms - b->start_ms) / 1000));
+	sys_pub(b, now_ms, "$SYS/broker/clients/connected", "%zu",
+		b->conn_count);
+	sys_pub(b, now_ms, "$SYS/broker/messages/received", "%llu",
+		(unsigned long long)b->msgs_received);
+	sys_pub(b, now_ms, "$SYS/broker/messages/sent", "%llu",
+		(unsigned long long)b->msgs_sent);
+}

@@ -26,6 +26,7 @@
 
 #include "broker/config.h"
 #include "broker/log.h"
+#include "mqtt/types.h"
 
 typedef struct broker broker;
 typedef struct broker_conn broker_conn;
@@ -77,7 +78,7 @@ size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
 			      size_t len);
 
 /*
- * Pending output: sets *data/*len to the next contiguous bytes to write
+ * Pending output: sets *data and *len to the next contiguous bytes to write
  * (valid until the next call into the core for this broker). *len == 0 when
  * nothing is pending.
  */
@@ -115,5 +116,33 @@ uint64_t broker_tick(broker *b, uint64_t now_ms);
 
 /* Connections currently open, for max_connections checks and logs. */
 size_t broker_conn_count(const broker *b);
+
+/*
+ * Additions beyond the I/O contract.
+ */
+
+/*
+ * Authentication hook, called for every CONNECT after the anonymous check
+ * is skipped (with a hook set, allow_anonymous is the hook's business).
+ * username/password are NULL when absent; views borrowed for the call.
+ * Returns an MQTT 5 reason code: 0 accepts, 0x86/0x87/... refuse (mapped
+ * onto 3.1.1 return codes for older clients).
+ */
+typedef uint8_t (*broker_auth_fn)(const char *client_id,
+				  const mqtt_str *username,
+				  const mqtt_bytes *password, void *ctx);
+void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx);
+
+/*
+ * Publishes a message from the broker itself (no origin client): stored if
+ * retain (and retain is available), routed to subscribers. Inputs copied.
+ * Returns the number of subscriptions matched, or a negative mqtt_err.
+ */
+int broker_publish(broker *b, const char *topic, const void *payload,
+		   size_t len, uint8_t qos, int retain, uint64_t now_ms);
+
+/* Publishes the $SYS tree (retained). broker_tick() calls it every
+ * sys_interval seconds; exposed for tests and for SIGUSR-style dumps. */
+void broker_sys_publish(broker *b, uint64_t now_ms);
 
 #endif

@@ -1,1 +1,73 @@
-int main(void) { return 1; }
+/*
+ * broker/main.c — shimmyd: parses the command line and config, opens the
+ * listeners and runs the event loop until SIGTERM/SIGINT.
+ * Exit status: 0 on a clean stop (or -h), 1 on a bad config, a listener
+ * that cannot be opened, or a loop failure.
+ */
+#include <stdlib.h>
+
+#include "broker/config.h"
+#include "broker/log.h"
+#include "broker/server.h"
+
+#ifndef SHIMMY_VERSION
+#define SHIMMY_VERSION "0.1.0"
+#endif
+
+/* What SIGHUP needs to re-parse, and the cfg/log the server borrows. */
+typedef struct shimmyd {
+	broker_cfg cfg;
+	shimmy_log log;
+	int argc;
+	char **argv;
+} shimmyd;
+
+static void on_reload(void *ctx)
+{
+	shimmyd *d = ctx;
+	if (config_reload(&d->cfg, d->argc, d->argv, &d->log) < 0) {
+		log_write(&d->log, LOG_ERR,
+			  "Error: reload failed; keeping the current configuration.");
+		return;
+	}
+	config_apply_log(&d->cfg, &d->log);
+}
+
+int main(int argc, char **argv)
+{
+	int status = 1;
+	/* broker_cfg is large (paths), so it lives on the heap. */
+	shimmyd *d = calloc(1, sizeof(*d));
+	if (!d)
+		return 1;
+	d->argc = argc;
+	d->argv = argv;
+	log_init(&d->log);
+	if (config_from_args(&d->cfg, argc, argv, &d->log) < 0)
+		goto out_free;
+	if (d->cfg.help) {
+		config_usage(1);
+		status = 0;
+		goto out_free;
+	}
+	config_apply_log(&d->cfg, &d->log);
+	log_write(&d->log, LOG_NOTICE, "shimmy version %s starting",
+		  SHIMMY_VERSION);
+	if (d->cfg.config_file[0])
+		log_write(&d->log, LOG_NOTICE, "Config loaded from %s.",
+			  d->cfg.config_file);
+	else
+		log_write(&d->log, LOG_NOTICE, "Using default config.");
+
+	server *s = server_create(&d->cfg, &d->log, on_reload, d);
+	if (!s)
+		goto out_free;
+	if (server_listen(s) == 0 && server_run(s) == 0)
+		status = 0;
+	log_write(&d->log, LOG_NOTICE, "shimmy version %s terminating",
+		  SHIMMY_VERSION);
+	server_destroy(s);
+out_free:
+	free(d);
+	return status;
+}

@@ -1,1 +1,907 @@
-/* placeholder: being written */
+/*
+ * broker/server.c — see server.h. Level-triggered epoll over non-blocking
+ * sockets. Each connection has an input buffer (16 KiB, grown up to the size
+ * of a partially received packet) and no output buffer of its own: output
+ * lives in the core and is drained with broker_conn_output()/written().
+ *
+ * Loop turn:
+ *   epoll_wait (timeout: next tick, linger deadline, paused listener)
+ *   -> dispatch events (accept, read+input, write, signals)
+ *   -> flush dirty conns -> broker_tick when due -> flush dirty again
+ *   -> expire lingering closes -> free dead conns
+ *
+ * A srv_conn whose transport is gone is unlinked and put on the dead list;
+ * it is freed only at the end of the loop turn, so no pointer taken earlier
+ * in the turn (an epoll event, a dirty pop) can dangle.
+ *
+ * Thread model: loop thread only.
+ */
+#include "broker/server.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "broker/broker.h"
+
+#define SRV_MAX_SOCKS (CFG_MAX_LISTENERS * 4) /* v4+v6, getaddrinfo sets */
+#define SRV_IN_INITIAL (16u * 1024)
+#define SRV_IN_KEEP_MAX (1024u * 1024) /* larger idle buffers are released */
+#define SRV_READ_BUDGET 16	       /* reads per conn per wakeup */
+#define SRV_ACCEPT_BUDGET 64
+#define SRV_MAX_EVENTS 256
+#define SRV_LINGER_MS 1000	/* WANT_CLOSE: time given to flush */
+#define SRV_ACCEPT_PAUSE_MS 1000 /* after EMFILE and friends */
+#define SRV_PEER_MAX 128
+
+/* What an epoll event's data.ptr points at: every such struct starts with
+ * a srv_handle. */
+typedef enum srv_kind {
+	SRV_LISTENER = 1,
+	SRV_CONN = 2,
+	SRV_SIGNAL = 3,
+} srv_kind;
+
+typedef struct srv_handle {
+	srv_kind kind;
+} srv_handle;
+
+typedef struct srv_listener {
+	srv_handle h; /* first */
+	int fd;
+	broker_transport transport;
+	uint16_t port;		/* TCP, for logs */
+	char path[108];		/* UNIX: file to remove on exit */
+	int max_connections;	/* <= 0: unlimited */
+	size_t conn_count;
+	uint64_t paused_until_ms; /* 0: accepting */
+} srv_listener;
+
+/* srv_conn.state bits. */
+enum {
+	SRV_CONN_OUT_ARMED = 1 << 0, /* EPOLLOUT is in the interest set */
+	SRV_CONN_LINGER = 1 << 1,    /* WANT_CLOSE, flushing before close */
+};
+
+/*
+ * Invariants: bc != NULL iff the conn is on loop.conns and fd is open;
+ * a conn with bc == NULL is on loop.dead. in_len <= in_cap.
+ */
+typedef struct srv_conn {
+	srv_handle h; /* first */
+	int fd;
+	unsigned state;
+	broker_conn *bc;
+	srv_listener *listener;
+	uint8_t *in;
+	size_t in_len, in_cap;
+	uint64_t linger_deadline_ms;
+	struct srv_conn *prev, *next; /* loop.conns */
+	struct srv_conn *next_dead;   /* loop.dead */
+} srv_conn;
+
+/* Everything one loop thread owns. */
+typedef struct srv_loop {
+	int epfd;
+	broker *b;
+	srv_conn *conns;
+	srv_conn *dead;
+	size_t conn_count;
+	size_t linger_count;
+	uint64_t next_tick_ms;
+	bool stop;
+} srv_loop;
+
+struct server {
+	broker_cfg *cfg;
+	shimmy_log *log;
+	server_reload_fn reload;
+	void *reload_ctx;
+	srv_handle sig_h;
+	int sigfd;
+	srv_listener listeners[SRV_MAX_SOCKS];
+	int listener_count;
+	srv_loop loop;
+};
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- connections ---- */
+
+static int conn_set_events(server *s, srv_conn *c, uint32_t events)
+{
+	struct epoll_event ev = { .events = events, .data.ptr = c };
+	if (epoll_ctl(s->loop.epfd, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+		return -errno;
+	return 0;
+}
+
+static uint32_t conn_events(const srv_conn *c)
+{
+	if (c->state & SRV_CONN_LINGER)
+		return EPOLLOUT;
+	return EPOLLIN | ((c->state & SRV_CONN_OUT_ARMED) ? EPOLLOUT : 0);
+}
+
+/* The transport is gone or done: close it and tell the core. */
+static void conn_close(server *s, srv_conn *c, uint64_t now)
+{
+	srv_loop *loop = &s->loop;
+	if (!c->bc)
+		return;
+	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+	close(c->fd);
+	c->fd = -1;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		loop->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	c->next_dead = loop->dead;
+	loop->dead = c;
+	if (c->state & SRV_CONN_LINGER)
+		loop->linger_count--;
+	c->listener->conn_count--;
+	loop->conn_count--;
+	broker_conn *bc = c->bc;
+	c->bc = NULL;
+	broker_conn_closed(loop->b, bc, now);
+}
+
+/* Closing on the core's request: everything was flushed, so send FIN
+ * before closing. */
+static void conn_finish_close(server *s, srv_conn *c, uint64_t now)
+{
+	shutdown(c->fd, SHUT_WR);
+	conn_close(s, c, now);
+}
+
+/*
+ * Writes pending output until it is drained or the socket is full.
+ * Returns 0 when drained, 1 when output remains (EPOLLOUT armed), or a
+ * negative errno on a socket error (the caller closes).
+ */
+static int conn_flush(server *s, srv_conn *c)
+{
+	for (;;) {
+		const uint8_t *data;
+		size_t len;
+		broker_conn_output(c->bc, &data, &len);
+		if (len == 0)
+			break;
+		ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (w > 0) {
+			broker_conn_written(c->bc, (size_t)w);
+			continue;
+		}
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (!(c->state & SRV_CONN_OUT_ARMED)) {
+				c->state |= SRV_CONN_OUT_ARMED;
+				int rc = conn_set_events(s, c, conn_events(c));
+				if (rc < 0)
+					return rc;
+			}
+			return 1;
+		}
+		return w < 0 ? -errno : -EIO;
+	}
+	if (c->state & SRV_CONN_OUT_ARMED) {
+		c->state &= ~(unsigned)SRV_CONN_OUT_ARMED;
+		int rc = conn_set_events(s, c, conn_events(c));
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Makes room for one more read: grows to the size of the partial packet
+ * the buffer begins with. Returns 0 or a negative errno. */
+static int conn_make_room(srv_conn *c)
+{
+	if (c->in_len < c->in_cap)
+		return 0;
+	size_t need = broker_conn_input_need(c->bc, c->in, c->in_len);
+	if (need <= c->in_cap)
+		return -EMSGSIZE; /* the core should have consumed or closed */
+	uint8_t *p = realloc(c->in, need);
+	if (!p)
+		return -ENOMEM;
+	c->in = p;
+	c->in_cap = need;
+	return 0;
+}
+
+/* Reads until EAGAIN, a short read or the budget, feeding the core after
+ * each read. May close c. */
+static void conn_read(server *s, srv_conn *c, uint64_t now)
+{
+	for (int i = 0; i < SRV_READ_BUDGET; i++) {
+		int rc = conn_make_room(c);
+		if (rc < 0) {
+			log_write(s->log, LOG_ERR,
+				  "Closing connection: input buffer: %s.",
+				  strerror(-rc));
+			conn_close(s, c, now);
+			return;
+		}
+		size_t room = c->in_cap - c->in_len;
+		ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			log_write(s->log, LOG_DEBUG, "Socket error on read: %s.",
+				  strerror(errno));
+			conn_close(s, c, now);
+			return;
+		}
+		if (r == 0) {
+			conn_close(s, c, now);
+			return;
+		}
+		c->in_len += (size_t)r;
+		size_t used = broker_conn_input(s->loop.b, c->bc, c->in,
+						c->in_len, now);
+		if (used > c->in_len)
+			used = c->in_len; /* defensive: never trust a count */
+		c->in_len -= used;
+		if (c->in_len && used)
+			memmove(c->in, c->in + used, c->in_len);
+		if (c->in_len == 0 && c->in_cap > SRV_IN_KEEP_MAX) {
+			uint8_t *p = realloc(c->in, SRV_IN_INITIAL);
+			if (p) {
+				c->in = p;
+				c->in_cap = SRV_IN_INITIAL;
+			}
+		}
+		if (broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE)
+			return;
+		if ((size_t)r < room)
+			return; /* the socket is most likely drained */
+	}
+}
+
+static void conn_event(server *s, srv_conn *c, uint32_t ev, uint64_t now)
+{
+	if (!c->bc)
+		return;
+	if (ev & EPOLLERR) {
+		conn_close(s, c, now);
+		return;
+	}
+	if ((ev & EPOLLIN) && !(c->state & SRV_CONN_LINGER)) {
+		conn_read(s, c, now);
+		if (!c->bc)
+			return;
+	}
+	if (ev & EPOLLOUT) {
+		int rc = conn_flush(s, c);
+		if (rc < 0) {
+			conn_close(s, c, now);
+			return;
+		}
+		if (rc == 0 && (c->state & SRV_CONN_LINGER)) {
+			conn_finish_close(s, c, now);
+			return;
+		}
+	}
+	/* Hang-up without readable data (or while lingering): nobody is
+	 * left to read what we would write. */
+	if ((ev & EPOLLHUP) && (!(ev & EPOLLIN) || (c->state & SRV_CONN_LINGER)))
+		conn_close(s, c, now);
+}
+
+/* Flushes every conn the core marked, and starts closes it asked for. */
+static void process_dirty(server *s, uint64_t now)
+{
+	broker_conn *bc;
+	while ((bc = broker_next_dirty(s->loop.b))) {
+		srv_conn *c = broker_conn_io(bc);
+		if (!c || c->bc != bc)
+			continue;
+		int rc = conn_flush(s, c);
+		if (rc < 0) {
+			conn_close(s, c, now);
+			continue;
+		}
+		if (!(broker_conn_flags(bc) & BROKER_CONN_WANT_CLOSE))
+			continue;
+		if (rc == 0) {
+			conn_finish_close(s, c, now);
+		} else if (!(c->state & SRV_CONN_LINGER)) {
+			c->state |= SRV_CONN_LINGER;
+			c->linger_deadline_ms = now + SRV_LINGER_MS;
+			s->loop.linger_count++;
+			if (conn_set_events(s, c, conn_events(c)) < 0)
+				conn_close(s, c, now);
+		}
+	}
+}
+
+static void free_dead(srv_loop *loop)
+{
+	while (loop->dead) {
+		srv_conn *c = loop->dead;
+		loop->dead = c->next_dead;
+		free(c->in);
+		free(c);
+	}
+}
+
+/* ---- listeners ---- */
+
+static void format_peer(const struct sockaddr_storage *ss,
+			const srv_listener *l, char *out, size_t cap)
+{
+	char addr[INET6_ADDRSTRLEN];
+	if (ss->ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+		inet_ntop(AF_INET, &in->sin_addr, addr, sizeof(addr));
+		snprintf(out, cap, "%s:%u", addr, ntohs(in->sin_port));
+	} else if (ss->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 =
+			(const struct sockaddr_in6 *)ss;
+		inet_ntop(AF_INET6, &in6->sin6_addr, addr, sizeof(addr));
+		snprintf(out, cap, "[%s]:%u", addr, ntohs(in6->sin6_port));
+	} else {
+		snprintf(out, cap, "unix:%s", l->path);
+	}
+}
+
+static void listener_pause(server *s, srv_listener *l, uint64_t now)
+{
+	struct epoll_event ev = { .events = 0, .data.ptr = l };
+	epoll_ctl(s->loop.epfd, EPOLL_CTL_MOD, l->fd, &ev);
+	l->paused_until_ms = now + SRV_ACCEPT_PAUSE_MS;
+}
+
+static void listener_resume(server *s, srv_listener *l)
+{
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
+	epoll_ctl(s->loop.epfd, EPOLL_CTL_MOD, l->fd, &ev);
+	l->paused_until_ms = 0;
+}
+
+/* Sets up one accepted socket. Returns 0, or a negative errno with fd
+ * still open. */
+static int conn_add(server *s, srv_listener *l, int fd, const char *peer,
+		    uint64_t now)
+{
+	srv_loop *loop = &s->loop;
+	if (l->transport == BROKER_TRANSPORT_TCP) {
+		int one = 1;
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
+	srv_conn *c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->h.kind = SRV_CONN;
+	c->fd = fd;
+	c->listener = l;
+	c->in_cap = SRV_IN_INITIAL;
+	c->in = malloc(c->in_cap);
+	if (!c->in)
+		goto out_free_conn;
+	c->bc = broker_conn_open(loop->b, l->transport, peer, c, now);
+	if (!c->bc)
+		goto out_free_in;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
+	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = -errno;
+		broker_conn_closed(loop->b, c->bc, now);
+		free(c->in);
+		free(c);
+		return err;
+	}
+	c->next = loop->conns;
+	if (loop->conns)
+		loop->conns->prev = c;
+	loop->conns = c;
+	loop->conn_count++;
+	l->conn_count++;
+	return 0;
+
+out_free_in:
+	free(c->in);
+out_free_conn:
+	free(c);
+	return -ENOMEM;
+}
+
+static void listener_accept(server *s, srv_listener *l, uint64_t now)
+{
+	for (int i = 0; i < SRV_ACCEPT_BUDGET; i++) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(l->fd, (struct sockaddr *)&ss, &sl,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* EMFILE, ENFILE, ENOBUFS, ENOMEM: level-triggered
+			 * epoll would spin, so stop accepting for a while. */
+			log_write(s->log, LOG_ERR,
+				  "Unable to accept new connection: %s.",
+				  strerror(errno));
+			listener_pause(s, l, now);
+			return;
+		}
+		char peer[SRV_PEER_MAX];
+		format_peer(&ss, l, peer, sizeof(peer));
+		uint32_t max_all = s->cfg->max_connections;
+		if ((max_all && s->loop.conn_count >= max_all) ||
+		    (l->max_connections > 0 &&
+		     l->conn_count >= (size_t)l->max_connections)) {
+			log_write(s->log, LOG_NOTICE,
+				  "Client connection from %s denied: max_connections exceeded.",
+				  peer);
+			close(fd);
+			continue;
+		}
+		if (l->transport == BROKER_TRANSPORT_TCP)
+			log_write(s->log, LOG_NOTICE,
+				  "New connection from %s on port %u.", peer,
+				  l->port);
+		else
+			log_write(s->log, LOG_NOTICE,
+				  "New connection from %s.", peer);
+		int rc = conn_add(s, l, fd, peer, now);
+		if (rc < 0) {
+			log_write(s->log, LOG_ERR,
+				  "Dropping connection from %s: %s.", peer,
+				  strerror(-rc));
+			close(fd);
+		}
+	}
+}
+
+/* Registers an open listening socket. Returns 0 or a negative errno (the
+ * caller closes fd). */
+static int listener_register(server *s, int fd, broker_transport t,
+			     const cfg_listener *cl)
+{
+	if (s->listener_count >= SRV_MAX_SOCKS)
+		return -ENOSPC;
+	srv_listener *l = &s->listeners[s->listener_count];
+	memset(l, 0, sizeof(*l));
+	l->h.kind = SRV_LISTENER;
+	l->fd = fd;
+	l->transport = t;
+	l->port = cl->port;
+	l->max_connections = cl->max_connections;
+	if (t == BROKER_TRANSPORT_UNIX)
+		snprintf(l->path, sizeof(l->path), "%s", cl->path);
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = l };
+	if (epoll_ctl(s->loop.epfd, EPOLL_CTL_ADD, fd, &ev) < 0)
+		return -errno;
+	s->listener_count++;
+	return 0;
+}
+
+/* Creates, binds and listens. Returns the fd or a negative errno. */
+static int tcp_socket(const struct sockaddr *sa, socklen_t salen)
+{
+	int fd = socket(sa->sa_family,
+			SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int one = 1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* One socket per family keeps the v4 and v6 logs and errors apart. */
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, sa, salen) < 0 || listen(fd, SOMAXCONN) < 0) {
+		int err = -errno;
+		close(fd);
+		return err;
+	}
+	return fd;
+}
+
+static int open_tcp_addr(server *s, const cfg_listener *cl,
+			 const struct sockaddr *sa, socklen_t salen)
+{
+	const char *fam = sa->sa_family == AF_INET6 ? "ipv6" : "ipv4";
+	log_write(s->log, LOG_NOTICE, "Opening %s listen socket on port %u.",
+		  fam, cl->port);
+	int fd = tcp_socket(sa, salen);
+	if (fd < 0)
+		return fd;
+	int rc = listener_register(s, fd, BROKER_TRANSPORT_TCP, cl);
+	if (rc < 0)
+		close(fd);
+	return rc;
+}
+
+static int open_tcp(server *s, const cfg_listener *cl)
+{
+	if (cl->address[0] == '\0') {
+		/* All addresses: one socket per family. A host without
+		 * IPv6 (or IPv4) still gets the other when both were asked. */
+		struct sockaddr_in in = { .sin_family = AF_INET,
+					  .sin_port = htons(cl->port),
+					  .sin_addr.s_addr = htonl(INADDR_ANY) };
+		struct sockaddr_in6 in6 = { .sin6_family = AF_INET6,
+					    .sin6_port = htons(cl->port),
+					    .sin6_addr = in6addr_any };
+		int opened = 0, rc = 0;
+		if (cl->family != CFG_FAMILY_IPV6) {
+			rc = open_tcp_addr(s, cl, (struct sockaddr *)&in,
+					   sizeof(in));
+			if (rc == 0)
+				opened++;
+			else if (cl->family != CFG_FAMILY_ANY ||
+				 (rc != -EAFNOSUPPORT && rc != -EADDRNOTAVAIL))
+				goto out_err;
+			else
+				log_write(s->log, LOG_WARN,
+					  "Warning: no IPv4 on port %u: %s.",
+					  cl->port, strerror(-rc));
+		}
+		if (cl->family != CFG_FAMILY_IPV4) {
+			rc = open_tcp_addr(s, cl, (struct sockaddr *)&in6,
+					   sizeof(in6));
+			if (rc == 0)
+				opened++;
+			else if (cl->family != CFG_FAMILY_ANY ||
+				 (rc != -EAFNOSUPPORT && rc != -EADDRNOTAVAIL))
+				goto out_err;
+			else
+				log_write(s->log, LOG_WARN,
+					  "Warning: no IPv6 on port %u: %s.",
+					  cl->port, strerror(-rc));
+		}
+		return opened ? 0 : rc;
+out_err:
+		log_write(s->log, LOG_ERR, "Error: unable to listen on port %u: %s.",
+			  cl->port, strerror(-rc));
+		return rc;
+	}
+
+	struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+	hints.ai_family = cl->family == CFG_FAMILY_IPV4	  ? AF_INET
+			  : cl->family == CFG_FAMILY_IPV6 ? AF_INET6
+							  : AF_UNSPEC;
+	char port[8];
+	snprintf(port, sizeof(port), "%u", cl->port);
+	struct addrinfo *res;
+	int gai = getaddrinfo(cl->address, port, &hints, &res);
+	if (gai != 0) {
+		log_write(s->log, LOG_ERR, "Error: cannot resolve listener address %s: %s.",
+			  cl->address, gai_strerror(gai));
+		return -EADDRNOTAVAIL;
+	}
+	int rc = 0;
+	for (struct addrinfo *ai = res; ai && rc == 0; ai = ai->ai_next) {
+		rc = open_tcp_addr(s, cl, ai->ai_addr, ai->ai_addrlen);
+		if (rc < 0)
+			log_write(s->log, LOG_ERR,
+				  "Error: unable to listen on %s port %u: %s.",
+				  cl->address, cl->port, strerror(-rc));
+	}
+	freeaddrinfo(res);
+	return rc;
+}
+
+/* Creates the socket's directory (one level) if it is missing. */
+static int make_parent_dir(const char *path)
+{
+	char dir[sizeof(((cfg_listener *)0)->path)];
+	snprintf(dir, sizeof(dir), "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Removes a socket file nobody listens on any more. A live one is left
+ * alone: EADDRINUSE. */
+static int remove_stale_socket(const struct sockaddr_un *sun)
+{
+	struct stat st;
+	if (lstat(sun->sun_path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	int rc = connect(fd, (const struct sockaddr *)sun, sizeof(*sun));
+	int err = errno;
+	close(fd);
+	if (rc == 0 || err == EAGAIN)
+		return -EADDRINUSE;
+	if (unlink(sun->sun_path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int open_unix(server *s, const cfg_listener *cl)
+{
+	log_write(s->log, LOG_NOTICE, "Opening unix listen socket on path %s.",
+		  cl->path);
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	snprintf(sun.sun_path, sizeof(sun.sun_path), "%s", cl->path);
+	int rc = make_parent_dir(cl->path);
+	if (rc < 0)
+		return rc;
+	rc = remove_stale_socket(&sun);
+	if (rc < 0)
+		return rc;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (bind(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		rc = -errno;
+		goto out_close;
+	}
+	/* After bind, so the file exists; clients need write permission on
+	 * the socket to connect. */
+	if (chmod(cl->path, cl->socket_mode) < 0 || listen(fd, SOMAXCONN) < 0) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	rc = listener_register(s, fd, BROKER_TRANSPORT_UNIX, cl);
+	if (rc < 0)
+		goto out_unlink;
+	return 0;
+
+out_unlink:
+	unlink(cl->path);
+out_close:
+	close(fd);
+	return rc;
+}
+
+int server_listen(server *s)
+{
+	for (int i = 0; i < s->cfg->listener_count; i++) {
+		const cfg_listener *cl = &s->cfg->listeners[i];
+		if (cl->kind == CFG_LISTENER_TCP) {
+			int rc = open_tcp(s, cl);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		int rc = open_unix(s, cl);
+		if (rc == 0)
+			continue;
+		if (cl->flags & CFG_LISTENER_OPTIONAL) {
+			log_write(s->log, LOG_WARN,
+				  "Warning: unable to open unix socket %s: %s; continuing without it.",
+				  cl->path, strerror(-rc));
+			continue;
+		}
+		log_write(s->log, LOG_ERR, "Error: unable to open unix socket %s: %s.",
+			  cl->path, strerror(-rc));
+		return rc;
+	}
+	if (s->listener_count == 0) {
+		log_write(s->log, LOG_ERR, "Error: no listener could be opened.");
+		return -ENOENT;
+	}
+	return 0;
+}
+
+/* ---- signals ---- */
+
+static void signal_event(server *s)
+{
+	struct signalfd_siginfo si;
+	while (read(s->sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+		switch (si.ssi_signo) {
+		case SIGTERM:
+		case SIGINT:
+			s->loop.stop = true;
+			break;
+		case SIGHUP:
+			log_write(s->log, LOG_NOTICE, "Reloading config.");
+			if (s->reload)
+				s->reload(s->reload_ctx);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+/* ---- loop ---- */
+
+/* ms until the earliest timer: tick, linger deadline, paused listener. */
+static int loop_timeout(server *s, uint64_t now)
+{
+	uint64_t due = s->loop.next_tick_ms;
+	if (s->loop.linger_count) {
+		for (srv_conn *c = s->loop.conns; c; c = c->next)
+			if ((c->state & SRV_CONN_LINGER) &&
+			    c->linger_deadline_ms < due)
+				due = c->linger_deadline_ms;
+	}
+	for (int i = 0; i < s->listener_count; i++)
+		if (s->listeners[i].paused_until_ms &&
+		    s->listeners[i].paused_until_ms < due)
+			due = s->listeners[i].paused_until_ms;
+	if (due <= now)
+		return 0;
+	return due - now > INT_MAX ? INT_MAX : (int)(due - now);
+}
+
+static void loop_timers(server *s, uint64_t now)
+{
+	if (s->loop.linger_count) {
+		srv_conn *next;
+		for (srv_conn *c = s->loop.conns; c; c = next) {
+			next = c->next;
+			/* conn_close() only moves c itself to the dead list,
+			 * so next stays valid. */
+			if ((c->state & SRV_CONN_LINGER) &&
+			    c->linger_deadline_ms <= now)
+				conn_close(s, c, now);
+		}
+	}
+	for (int i = 0; i < s->listener_count; i++)
+		if (s->listeners[i].paused_until_ms &&
+		    s->listeners[i].paused_until_ms <= now)
+			listener_resume(s, &s->listeners[i]);
+}
+
+int server_run(server *s)
+{
+	srv_loop *loop = &s->loop;
+	struct epoll_event evs[SRV_MAX_EVENTS];
+	loop->stop = false;
+	loop->next_tick_ms = 0;
+	while (!loop->stop) {
+		uint64_t now = mono_ms();
+		int n = epoll_wait(loop->epfd, evs, SRV_MAX_EVENTS,
+				   loop_timeout(s, now));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			int err = -errno;
+			log_write(s->log, LOG_ERR, "Error: epoll_wait: %s.",
+				  strerror(errno));
+			return err;
+		}
+		now = mono_ms();
+		for (int i = 0; i < n; i++) {
+			srv_handle *h = evs[i].data.ptr;
+			switch (h->kind) {
+			case SRV_LISTENER:
+				listener_accept(s, (srv_listener *)h, now);
+				break;
+			case SRV_CONN:
+				conn_event(s, (srv_conn *)h, evs[i].events, now);
+				break;
+			case SRV_SIGNAL:
+				signal_event(s);
+				break;
+			}
+		}
+		process_dirty(s, now);
+		if (now >= loop->next_tick_ms) {
+			uint64_t delay = broker_tick(loop->b, now);
+			loop->next_tick_ms = now + (delay > 1000 ? 1000 : delay);
+			process_dirty(s, now);
+		}
+		loop_timers(s, now);
+		free_dead(loop);
+	}
+	return 0;
+}
+
+void server_stop(server *s)
+{
+	s->loop.stop = true;
+}
+
+server *server_create(broker_cfg *cfg, shimmy_log *log,
+		      server_reload_fn reload, void *ctx)
+{
+	server *s = calloc(1, sizeof(*s));
+	if (!s) {
+		log_write(log, LOG_ERR, "Error: out of memory.");
+		return NULL;
+	}
+	s->cfg = cfg;
+	s->log = log;
+	s->reload = reload;
+	s->reload_ctx = ctx;
+	s->sig_h.kind = SRV_SIGNAL;
+	s->sigfd = -1;
+	s->loop.epfd = -1;
+
+	/* A peer closing mid-write must be an EPIPE, not a death. */
+	struct sigaction sa = { .sa_handler = SIG_IGN };
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGPIPE, &sa, NULL);
+
+	s->loop.epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (s->loop.epfd < 0)
+		goto out_err;
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGHUP);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
+		goto out_err;
+	s->sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (s->sigfd < 0)
+		goto out_err;
+	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &s->sig_h };
+	if (epoll_ctl(s->loop.epfd, EPOLL_CTL_ADD, s->sigfd, &ev) < 0)
+		goto out_err;
+	s->loop.b = broker_create(cfg, log, mono_ms());
+	if (!s->loop.b) {
+		errno = ENOMEM;
+		goto out_err;
+	}
+	return s;
+
+out_err:
+	log_write(log, LOG_ERR, "Error: cannot start the event loop: %s.",
+		  strerror(errno));
+	server_destroy(s);
+	return NULL;
+}
+
+void server_destroy(server *s)
+{
+	if (!s)
+		return;
+	for (int i = 0; i < s->listener_count; i++) {
+		srv_listener *l = &s->listeners[i];
+		close(l->fd);
+		if (l->transport == BROKER_TRANSPORT_UNIX)
+			unlink(l->path);
+	}
+	s->listener_count = 0;
+	/* No wills on shutdown: the core frees its conns in broker_destroy(),
+	 * so just drop the transports. */
+	while (s->loop.conns) {
+		srv_conn *c = s->loop.conns;
+		s->loop.conns = c->next;
+		close(c->fd);
+		free(c->in);
+		free(c);
+	}
+	free_dead(&s->loop);
+	broker_destroy(s->loop.b);
+	if (s->sigfd >= 0)
+		close(s->sigfd);
+	if (s->loop.epfd >= 0)
+		close(s->loop.epfd);
+	free(s);
+}

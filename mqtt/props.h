@@ -79,8 +79,11 @@ typedef struct mqtt_user_prop {
  *    Walk them with mqtt_props_next().
  *  - encode: the encoder writes the User Properties found in `user_raw` (a
  *    raw block such as a decoded `raw`, other property ids in it skipped),
- *    then `user[0..user_count)`, then `sub_ids[0..sub_id_count)`. `raw` is
- *    ignored by the encoder.
+ *    then `user[0..user_count)` (only when `user` is non-NULL), then
+ *    `sub_ids[0..sub_id_count)` when `sub_ids` is non-NULL, or else the
+ *    single `sub_id` when its bit is set in `present`. `raw` is ignored by
+ *    the encoder, as is the User Property bit of `present`. So a decoded
+ *    struct re-encodes as is, once `user_raw` is set to its `raw`.
  */
 typedef struct mqtt_props {
 	uint64_t present;
@@ -146,6 +149,14 @@ int mqtt_props_decode(const uint8_t *buf, size_t len, mqtt_prop_ctx ctx,
  * at 0. Returns 1 and fills *out for each property, 0 at the end.
  */
 int mqtt_props_next(mqtt_bytes raw, uint32_t *off, mqtt_prop *out);
+
+/*
+ * Checks that p can be encoded: strings and binaries at most 65535 bytes,
+ * Subscription Identifiers within 1..MQTT_VBI_MAX, the block at most
+ * MQTT_VBI_MAX bytes. Returns 0 or MQTT_ERR_INVALID. mqtt_encode() calls it;
+ * mqtt_props_size() and mqtt_props_encode() assume it holds.
+ */
+int mqtt_props_check(const mqtt_props *p);
 
 /* Bytes the block of p takes when encoded, excluding its length VBI. */
 size_t mqtt_props_size(const mqtt_props *p);

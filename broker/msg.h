@@ -1,0 +1,67 @@
+/*
+ * broker/msg.h — the refcounted application message routed by the broker.
+ *
+ * One msg is created per received PUBLISH (or will, or $SYS update) and is
+ * shared by every subscriber it fans out to, by the retained store and by
+ * session queues: it is never copied per subscriber. Topic, payload and the
+ * forwardable v5 property block live in the same allocation.
+ *
+ * The stored property block is the publisher's block minus Topic Alias,
+ * Subscription Identifier and Message Expiry Interval (per hop, recomputed
+ * when the message is sent) and Will Delay Interval (a will's block is a
+ * PUBLISH block once that is dropped).
+ * Thread model: loop thread only (the refcount is not atomic).
+ */
+#ifndef SHIMMY_BROKER_MSG_H
+#define SHIMMY_BROKER_MSG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mqtt/types.h"
+
+typedef struct broker_msg {
+	uint32_t refs;
+	uint8_t qos;          /* QoS it was published with */
+	bool retain;          /* RETAIN flag it was published with */
+	uint16_t topic_len;
+	uint32_t payload_len;
+	uint32_t props_len;   /* forwardable property bytes, no length VBI */
+	uint64_t expiry_ms;   /* absolute deadline on the broker clock; 0 = none */
+	uint64_t origin;      /* session uid of the publisher (No Local); 0 = broker */
+	char *topic;          /* NUL-terminated, inside this allocation */
+	uint8_t *payload;
+	uint8_t *props;
+} broker_msg;
+
+/*
+ * Creates a message with one reference. All inputs are copied. props_raw
+ * is a v5 property block (contents, without its length) already validated
+ * by mqtt_props_decode(), or empty. Returns NULL on OOM or if the topic is
+ * longer than 65535 bytes. Allocates once.
+ */
+broker_msg *msg_create(mqtt_str topic, mqtt_bytes payload, mqtt_bytes props_raw,
+		       uint8_t qos, bool retain, uint64_t expiry_ms,
+		       uint64_t origin);
+
+/* Adds a reference; returns m. */
+static inline broker_msg *msg_ref(broker_msg *m)
+{
+	m->refs++;
+	return m;
+}
+
+/* Drops a reference; frees on the last. NULL ok. */
+void msg_unref(broker_msg *m);
+
+/* True when m has a deadline that now_ms has reached. */
+static inline bool msg_expired(const broker_msg *m, uint64_t now_ms)
+{
+	return m->expiry_ms != 0 && now_ms >= m->expiry_ms;
+}
+
+/* Whole seconds left before expiry, rounded up, at least 1; for the
+ * forwarded Message Expiry Interval [MQTT-3.3.2-6]. */
+uint32_t msg_expiry_left_s(const broker_msg *m, uint64_t now_ms);
+
+#endif

@@ -1,0 +1,1104 @@
+/*
+ * tests/unit/test_broker.c — drives the protocol core through broker.h with
+ * packets built by mqtt_encode(), and checks what it writes back by
+ * decoding it with mqtt_decode(). No sockets: "now" is a number we move.
+ */
+#include "broker/broker.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "mqtt/packet.h"
+
+static broker_cfg cfg;
+static shimmy_log lg;
+static uint64_t now = 1000000;
+
+typedef struct client {
+	broker_conn *c;
+	mqtt_version v;
+	uint8_t rx[1 << 16];
+	size_t rx_len, rx_off;
+	uint8_t last[1 << 16]; /* bytes of the last packet returned */
+} client;
+
+static void cfg_reset(void)
+{
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.allow_anonymous = true;
+	cfg.max_inflight_messages = 20;
+	cfg.max_queued_messages = 1000;
+	cfg.max_keepalive = 65535;
+	cfg.retain_available = true;
+	cfg.sys_interval = 0;
+	log_init(&lg);
+	lg.mask = getenv("SHIMMY_TEST_LOG") ? LOG_ALL : 0;
+}
+
+static broker *mkbroker(void)
+{
+	broker *b = broker_create(&cfg, &lg, now);
+	assert_non_null(b);
+	return b;
+}
+
+static client *cl_open(broker *b, mqtt_version v)
+{
+	client *cl = calloc(1, sizeof(*cl));
+	assert_non_null(cl);
+	cl->v = v;
+	cl->c = broker_conn_open(b, BROKER_TRANSPORT_TCP, "127.0.0.1:1", cl, now);
+	assert_non_null(cl->c);
+	return cl;
+}
+
+static void cl_raw(broker *b, client *cl, const uint8_t *buf, size_t n)
+{
+	size_t used = broker_conn_input(b, cl->c, buf, n, now);
+	assert_int_equal(used, n);
+}
+
+static void cl_send(broker *b, client *cl, const mqtt_packet *pkt)
+{
+	uint8_t buf[4096];
+	long n = mqtt_encode(buf, sizeof(buf), cl->v, pkt);
+	assert_true(n > 0 && (size_t)n <= sizeof(buf));
+	/* Split in two to exercise partial input. */
+	size_t half = (size_t)n / 2;
+	size_t used = broker_conn_input(b, cl->c, buf, half, now);
+	assert_true(used == 0 || used == half);
+	if (used == half) { /* conn closing: all consumed */
+		used = broker_conn_input(b, cl->c, buf + half, (size_t)n - half, now);
+		assert_int_equal(used, (size_t)n - half);
+		return;
+	}
+	assert_int_equal(broker_conn_input_need(cl->c, buf, half > 5 ? half : 0) == 0 ||
+			 broker_conn_input_need(cl->c, buf, half) == (size_t)n, 1);
+	cl_raw(b, cl, buf, (size_t)n);
+}
+
+/* Moves pending output into cl->rx. */
+static void cl_pull(client *cl)
+{
+	const uint8_t *d;
+	size_t n;
+	broker_conn_output(cl->c, &d, &n);
+	if (cl->rx_off == cl->rx_len)
+		cl->rx_off = cl->rx_len = 0;
+	assert_true(cl->rx_len + n <= sizeof(cl->rx));
+	memcpy(cl->rx + cl->rx_len, d, n);
+	cl->rx_len += n;
+	broker_conn_written(cl->c, n);
+}
+
+/* Next packet the broker sent cl; false if none. */
+static bool cl_recv(client *cl, mqtt_packet *pkt)
+{
+	cl_pull(cl);
+	if (cl->rx_off == cl->rx_len)
+		return false;
+	size_t n = cl->rx_len - cl->rx_off;
+	memcpy(cl->last, cl->rx + cl->rx_off, n);
+	int rc = mqtt_decode(cl->last, n, cl->v, 0, pkt);
+	assert_true(rc > 0);
+	cl->rx_off += (size_t)rc;
+	return true;
+}
+
+static void cl_expect(client *cl, mqtt_type t, mqtt_packet *pkt)
+{
+	mqtt_packet tmp;
+	if (!pkt)
+		pkt = &tmp;
+	assert_true(cl_recv(cl, pkt));
+	assert_int_equal(pkt->type, t);
+}
+
+static void cl_none(client *cl)
+{
+	mqtt_packet p;
+	assert_false(cl_recv(cl, &p));
+}
+
+static bool cl_closing(client *cl)
+{
+	return broker_conn_flags(cl->c) & BROKER_CONN_WANT_CLOSE;
+}
+
+static void cl_close(broker *b, client *cl)
+{
+	broker_conn_closed(b, cl->c, now);
+	free(cl);
+}
+
+static void drain_dirty(broker *b)
+{
+	while (broker_next_dirty(b))
+		;
+}
+
+typedef struct conn_opts {
+	const char *id;
+	bool clean;
+	uint16_t ka;
+	const char *will_topic;
+	const char *will_payload;
+	uint8_t will_qos;
+	bool will_retain;
+	uint32_t will_delay;
+	int64_t session_expiry; /* <0: absent */
+	const char *username;
+} conn_opts;
+
+static void cl_connect(broker *b, client *cl, const conn_opts *o)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_CONNECT;
+	mqtt_connect *c = &p.u.connect;
+	c->version = cl->v;
+	c->clean_start = o->clean;
+	c->keep_alive = o->ka;
+	c->client_id = mqtt_str_c(o->id ? o->id : "");
+	if (o->session_expiry >= 0 && cl->v == MQTT_V5) {
+		c->props.present |= MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY_INTERVAL);
+		c->props.session_expiry = (uint32_t)o->session_expiry;
+	}
+	if (o->will_topic) {
+		c->will = true;
+		c->will_topic = mqtt_str_c(o->will_topic);
+		c->will_payload = (mqtt_bytes){ (const uint8_t *)o->will_payload,
+						(uint32_t)strlen(o->will_payload) };
+		c->will_qos = o->will_qos;
+		c->will_retain = o->will_retain;
+		if (o->will_delay) {
+			c->will_props.present |= MQTT_PROP_BIT(MQTT_PROP_WILL_DELAY_INTERVAL);
+			c->will_props.will_delay = o->will_delay;
+		}
+	}
+	if (o->username) {
+		c->has_username = true;
+		c->username = mqtt_str_c(o->username);
+	}
+	cl_send(b, cl, &p);
+}
+
+/* Opens, connects and checks a successful CONNACK; returns session present. */
+static client *cl_up(broker *b, mqtt_version v, const char *id, bool clean,
+		     bool *present)
+{
+	client *cl = cl_open(b, v);
+	conn_opts o = { .id = id, .clean = clean, .ka = 60, .session_expiry = -1 };
+	if (v == MQTT_V5 && !clean)
+		o.session_expiry = 3600;
+	cl_connect(b, cl, &o);
+	mqtt_packet p;
+	cl_expect(cl, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, 0);
+	if (present)
+		*present = p.u.connack.session_present;
+	return cl;
+}
+
+static void cl_sub(broker *b, client *cl, const char *filter, uint8_t opts,
+		   uint32_t sub_id, uint8_t expect_rc)
+{
+	uint8_t buf[1024];
+	mqtt_topic_entry e = { mqtt_str_c(filter), opts };
+	mqtt_props props;
+	memset(&props, 0, sizeof(props));
+	if (sub_id) {
+		props.present = MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_IDENTIFIER);
+		props.sub_id = sub_id;
+	}
+	long n = mqtt_encode_subscribe(buf, sizeof(buf), cl->v, MQTT_SUBSCRIBE, 7,
+				       &props, &e, 1);
+	assert_true(n > 0);
+	cl_raw(b, cl, buf, (size_t)n);
+	mqtt_packet p;
+	cl_expect(cl, MQTT_SUBACK, &p);
+	assert_int_equal(p.u.suback.packet_id, 7);
+	assert_int_equal(p.u.suback.reasons.len, 1);
+	assert_int_equal(p.u.suback.reasons.ptr[0], expect_rc);
+}
+
+static void cl_pub(broker *b, client *cl, const char *topic, const char *payload,
+		   uint8_t qos, bool retain, uint16_t pid)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_PUBLISH;
+	p.u.publish.topic = mqtt_str_c(topic);
+	p.u.publish.payload = (mqtt_bytes){ (const uint8_t *)payload,
+					    (uint32_t)strlen(payload) };
+	p.u.publish.qos = qos;
+	p.u.publish.retain = retain;
+	p.u.publish.packet_id = qos ? pid : 0;
+	cl_send(b, cl, &p);
+}
+
+static void cl_ack(broker *b, client *cl, mqtt_type t, uint16_t pid)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = t;
+	p.u.ack.packet_id = pid;
+	cl_send(b, cl, &p);
+}
+
+static void expect_pub(client *cl, const char *topic, const char *payload,
+		       uint8_t qos, bool retain, mqtt_packet *out)
+{
+	mqtt_packet tmp;
+	mqtt_packet *p = out ? out : &tmp;
+	cl_expect(cl, MQTT_PUBLISH, p);
+	assert_int_equal(p->u.publish.topic.len, strlen(topic));
+	assert_memory_equal(p->u.publish.topic.ptr, topic, strlen(topic));
+	assert_int_equal(p->u.publish.payload.len, strlen(payload));
+	if (*payload)
+		assert_memory_equal(p->u.publish.payload.ptr, payload,
+				    strlen(payload));
+	assert_int_equal(p->u.publish.qos, qos);
+	assert_int_equal(p->u.publish.retain, retain);
+}
+
+static void cl_disconnect(broker *b, client *cl, uint8_t reason)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_DISCONNECT;
+	p.u.disconnect.reason = reason;
+	cl_send(b, cl, &p);
+	assert_true(cl_closing(cl));
+	cl_close(b, cl);
+}
+
+/* ---- tests ------------------------------------------------------------ */
+
+static void test_connect_pub_sub_qos1(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	bool present = true;
+	client *s = cl_up(b, MQTT_V311, "sub", true, &present);
+	assert_false(present);
+	client *p = cl_up(b, MQTT_V311, "pub", true, NULL);
+	cl_sub(b, s, "a/+", 1, 0, 1);
+	cl_pub(b, p, "a/b", "hello", 1, false, 10);
+	mqtt_packet ack;
+	cl_expect(p, MQTT_PUBACK, &ack);
+	assert_int_equal(ack.u.ack.packet_id, 10);
+	mqtt_packet m;
+	expect_pub(s, "a/b", "hello", 1, false, &m);
+	assert_int_not_equal(m.u.publish.packet_id, 0);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	/* QoS 0 publish, QoS 1 sub: min is 0. */
+	cl_pub(b, p, "a/c", "x", 0, false, 0);
+	expect_pub(s, "a/c", "x", 0, false, NULL);
+	cl_none(s);
+	/* PINGREQ */
+	mqtt_packet ping;
+	memset(&ping, 0, sizeof(ping));
+	ping.type = MQTT_PINGREQ;
+	cl_send(b, s, &ping);
+	cl_expect(s, MQTT_PINGRESP, NULL);
+	assert_int_equal(broker_conn_count(b), 2);
+	drain_dirty(b);
+	cl_disconnect(b, s, 0);
+	cl_close(b, p);
+	assert_int_equal(broker_conn_count(b), 0);
+	broker_destroy(b);
+}
+
+/* [MQTT-3.1.0-1] the first packet must be CONNECT. */
+static void test_MQTT_3_1_0_1_first_packet(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V311);
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_PINGREQ;
+	cl_send(b, c, &p);
+	assert_true(cl_closing(c));
+	cl_none(c);
+	assert_ptr_equal(broker_next_dirty(b), c->c);
+	assert_null(broker_next_dirty(b));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+/* [MQTT-3.1.0-2] a second CONNECT is a protocol error. */
+static void test_MQTT_3_1_0_2_second_connect(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_up(b, MQTT_V5, "c", true, NULL);
+	conn_opts o = { .id = "c", .clean = true, .session_expiry = -1 };
+	cl_connect(b, c, &o);
+	mqtt_packet p;
+	cl_expect(c, MQTT_DISCONNECT, &p);
+	assert_int_equal(p.u.disconnect.reason, MQTT_RC_PROTOCOL_ERROR);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_bad_version(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V311);
+	static const uint8_t conn[] = { 0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 9,
+					2, 0, 60, 0, 1, 'x' };
+	cl_raw(b, c, conn, sizeof(conn));
+	mqtt_packet p;
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, MQTT_CONNACK_V3_BAD_PROTOCOL);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_empty_client_id(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	mqtt_packet p;
+	/* 3.1.1 with clean session 0: identifier rejected [MQTT-3.1.3-8]. */
+	client *c = cl_open(b, MQTT_V311);
+	conn_opts o = { .id = "", .clean = false, .session_expiry = -1 };
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, MQTT_CONNACK_V3_ID_REJECTED);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	/* 3.1: rejected even with clean session. */
+	c = cl_open(b, MQTT_V31);
+	o.clean = true;
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, MQTT_CONNACK_V3_ID_REJECTED);
+	cl_close(b, c);
+	/* 3.1.1 clean: accepted. */
+	c = cl_open(b, MQTT_V311);
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, 0);
+	cl_close(b, c);
+	/* 5.0: Assigned Client Identifier. */
+	c = cl_open(b, MQTT_V5);
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, 0);
+	assert_true(p.u.connack.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER));
+	assert_true(p.u.connack.props.assigned_client_id.len > 5);
+	assert_true(p.u.connack.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAXIMUM));
+	assert_int_equal(p.u.connack.props.receive_maximum, 20);
+	assert_int_equal(p.u.connack.props.topic_alias_maximum, 10);
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_anonymous_refused(void **state)
+{
+	(void)state;
+	cfg.allow_anonymous = false;
+	broker *b = mkbroker();
+	mqtt_packet p;
+	client *c = cl_open(b, MQTT_V311);
+	conn_opts o = { .id = "x", .clean = true, .session_expiry = -1 };
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, MQTT_CONNACK_V3_NOT_AUTHORIZED);
+	cl_close(b, c);
+	c = cl_open(b, MQTT_V5);
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, MQTT_RC_NOT_AUTHORIZED);
+	cl_close(b, c);
+	c = cl_open(b, MQTT_V5);
+	o.username = "u";
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_int_equal(p.u.connack.reason, 0);
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_overlapping_one_copy(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s, "a/+", 1, 11, 1);
+	cl_sub(b, s, "a/#", 2, 12, 2);
+	cl_sub(b, s, "x/#", 0, 0, 0);
+	cl_pub(b, p, "a/b", "m", 2, false, 1);
+	mqtt_packet rec;
+	cl_expect(p, MQTT_PUBREC, &rec);
+	assert_int_equal(rec.u.ack.reason, 0);
+	mqtt_packet m;
+	expect_pub(s, "a/b", "m", 2, false, &m);
+	assert_int_equal(m.u.publish.props.sub_id_count, 2);
+	cl_none(s);
+	/* No subscribers: v5 PUBACK 0x10. */
+	cl_pub(b, p, "zzz", "m", 1, false, 2);
+	mqtt_packet ack;
+	cl_expect(p, MQTT_PUBACK, &ack);
+	assert_int_equal(ack.u.ack.reason, MQTT_RC_NO_MATCHING_SUBSCRIBERS);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_qos2_inbound_exactly_once(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s, "q", 0, 0, 0);
+	cl_pub(b, p, "q", "1", 2, false, 5);
+	cl_expect(p, MQTT_PUBREC, NULL);
+	expect_pub(s, "q", "1", 0, false, NULL);
+	/* Duplicate before PUBREL: PUBREC again, not delivered again. */
+	cl_pub(b, p, "q", "1", 2, false, 5);
+	cl_expect(p, MQTT_PUBREC, NULL);
+	cl_none(s);
+	cl_ack(b, p, MQTT_PUBREL, 5);
+	mqtt_packet c;
+	cl_expect(p, MQTT_PUBCOMP, &c);
+	assert_int_equal(c.u.ack.reason, 0);
+	cl_ack(b, p, MQTT_PUBREL, 5);
+	cl_expect(p, MQTT_PUBCOMP, &c);
+	assert_int_equal(c.u.ack.reason, MQTT_RC_PACKET_IDENTIFIER_NOT_FOUND);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_qos2_outbound(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	cl_sub(b, s, "q", 2, 0, 2);
+	cl_pub(b, p, "q", "1", 2, false, 5);
+	cl_expect(p, MQTT_PUBREC, NULL);
+	mqtt_packet m;
+	expect_pub(s, "q", "1", 2, false, &m);
+	uint16_t pid = m.u.publish.packet_id;
+	cl_ack(b, s, MQTT_PUBREC, pid);
+	mqtt_packet rel;
+	cl_expect(s, MQTT_PUBREL, &rel);
+	assert_int_equal(rel.u.ack.packet_id, pid);
+	cl_ack(b, s, MQTT_PUBCOMP, pid);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_inflight_window_and_order(void **state)
+{
+	(void)state;
+	cfg.max_inflight_messages = 2;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	cl_sub(b, s, "t", 1, 0, 1);
+	char pl[8];
+	for (int i = 0; i < 5; i++) {
+		snprintf(pl, sizeof(pl), "%d", i);
+		cl_pub(b, p, "t", pl, 1, false, (uint16_t)(i + 1));
+		cl_expect(p, MQTT_PUBACK, NULL);
+	}
+	mqtt_packet m0, m1, m;
+	expect_pub(s, "t", "0", 1, false, &m0);
+	uint16_t pid0 = m0.u.publish.packet_id;
+	expect_pub(s, "t", "1", 1, false, &m1);
+	uint16_t pid1 = m1.u.publish.packet_id;
+	assert_int_not_equal(pid0, pid1);
+	cl_none(s);
+	cl_ack(b, s, MQTT_PUBACK, pid0);
+	expect_pub(s, "t", "2", 1, false, &m);
+	cl_none(s);
+	cl_ack(b, s, MQTT_PUBACK, pid1);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	expect_pub(s, "t", "3", 1, false, NULL);
+	expect_pub(s, "t", "4", 1, false, NULL);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_persistent_session_queue_and_resend(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	bool present;
+	client *s = cl_up(b, MQTT_V311, "s", false, &present);
+	assert_false(present);
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	cl_sub(b, s, "t", 1, 0, 1);
+	cl_pub(b, p, "t", "inflight", 1, false, 1);
+	cl_expect(p, MQTT_PUBACK, NULL);
+	mqtt_packet m;
+	expect_pub(s, "t", "inflight", 1, false, &m);
+	uint16_t pid = m.u.publish.packet_id;
+	/* Drop without acking or DISCONNECT. */
+	cl_close(b, s);
+	cl_pub(b, p, "t", "q1", 1, false, 2);
+	cl_expect(p, MQTT_PUBACK, NULL);
+	cl_pub(b, p, "t", "q0", 0, false, 0); /* QoS 0 not queued offline */
+	s = cl_up(b, MQTT_V311, "s", false, &present);
+	assert_true(present);
+	expect_pub(s, "t", "inflight", 1, false, &m);
+	assert_true(m.u.publish.dup);
+	assert_int_equal(m.u.publish.packet_id, pid);
+	expect_pub(s, "t", "q1", 1, false, &m);
+	assert_false(m.u.publish.dup);
+	cl_none(s);
+	cl_close(b, s);
+	/* Clean session discards it. */
+	s = cl_up(b, MQTT_V311, "s", true, &present);
+	assert_false(present);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_queue_limit(void **state)
+{
+	(void)state;
+	cfg.max_queued_messages = 2;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", false, NULL);
+	cl_sub(b, s, "t", 1, 0, 1);
+	cl_close(b, s);
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	for (int i = 0; i < 4; i++) {
+		cl_pub(b, p, "t", "x", 1, false, (uint16_t)(i + 1));
+		cl_expect(p, MQTT_PUBACK, NULL);
+	}
+	s = cl_up(b, MQTT_V311, "s", false, NULL);
+	expect_pub(s, "t", "x", 1, false, NULL);
+	expect_pub(s, "t", "x", 1, false, NULL);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_retained(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	cl_pub(b, p, "r/1", "one", 1, true, 1);
+	cl_expect(p, MQTT_PUBACK, NULL);
+	cl_pub(b, p, "r/2", "two", 0, true, 0);
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "r/+", 2, 0, 2);
+	mqtt_packet a, c;
+	cl_expect(s, MQTT_PUBLISH, &a);
+	cl_expect(s, MQTT_PUBLISH, &c);
+	assert_true(a.u.publish.retain && c.u.publish.retain);
+	assert_int_equal(a.u.publish.qos + c.u.publish.qos, 1);
+	cl_ack(b, s, MQTT_PUBACK,
+	       a.u.publish.qos ? a.u.publish.packet_id : c.u.publish.packet_id);
+	/* Live retained publish: RETAIN 0 to existing subscribers. */
+	cl_pub(b, p, "r/1", "uno", 0, true, 0);
+	expect_pub(s, "r/1", "uno", 0, false, NULL);
+	/* Clear: delivered as a normal (empty) message, then gone. */
+	cl_pub(b, p, "r/1", "", 0, true, 0);
+	expect_pub(s, "r/1", "", 0, false, NULL);
+	/* Re-subscribe resends retained (only r/2 left). */
+	cl_sub(b, s, "r/+", 0, 0, 0);
+	expect_pub(s, "r/2", "two", 0, true, NULL);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_v5_sub_options(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_up(b, MQTT_V5, "c", true, NULL);
+	cl_pub(b, c, "k", "keep", 0, true, 0);
+	/* Retain Handling 2: none on subscribe. No Local: own messages skipped. */
+	cl_sub(b, c, "k", MQTT_SUBOPT_NO_LOCAL | (2 << 4), 0, 0);
+	cl_none(c);
+	cl_pub(b, c, "k", "own", 0, false, 0);
+	cl_none(c);
+	/* Retain Handling 1: only when new. */
+	cl_sub(b, c, "k2/#", 1 | (1 << 4), 0, 1);
+	cl_sub(b, c, "k", 1 | (1 << 4), 0, 1);
+	cl_none(c);
+	cl_sub(b, c, "k/#", 1 | (1 << 4) | MQTT_SUBOPT_RETAIN_AS_PUBLISHED, 0, 1);
+	mqtt_packet m;
+	expect_pub(c, "k", "keep", 0, true, &m);
+	/* Retain As Published on a live retained message. */
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_pub(b, p, "k", "again", 0, true, 0);
+	expect_pub(c, "k", "again", 0, true, NULL);
+	cl_none(c);
+	/* Invalid filter: 0x8F. */
+	cl_sub(b, c, "a/#/b", 0, 0, MQTT_RC_TOPIC_FILTER_INVALID);
+	cl_close(b, c);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_v311_invalid_filter(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_up(b, MQTT_V311, "c", true, NULL);
+	cl_sub(b, c, "a/b#", 0, 0, 0x80);
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_shared_subscription(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s1 = cl_up(b, MQTT_V5, "s1", true, NULL);
+	client *s2 = cl_up(b, MQTT_V5, "s2", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_pub(b, p, "job", "retained", 0, true, 0);
+	cl_sub(b, s1, "$share/g/job", 0, 0, 0);
+	cl_sub(b, s2, "$share/g/job", 0, 0, 0);
+	cl_none(s1); /* no retained on shared subscribe */
+	for (int i = 0; i < 4; i++)
+		cl_pub(b, p, "job", "w", 0, false, 0);
+	int n1 = 0, n2 = 0;
+	mqtt_packet m;
+	while (cl_recv(s1, &m))
+		n1++;
+	while (cl_recv(s2, &m))
+		n2++;
+	assert_int_equal(n1, 2);
+	assert_int_equal(n2, 2);
+	cl_close(b, s1);
+	cl_close(b, s2);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_will(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "will/#", 1, 0, 1);
+	/* Abnormal close: will sent. */
+	client *w = cl_open(b, MQTT_V311);
+	conn_opts o = { .id = "w", .clean = true, .ka = 10, .will_topic = "will/w",
+			.will_payload = "gone", .will_qos = 1, .session_expiry = -1 };
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	cl_close(b, w);
+	mqtt_packet m;
+	expect_pub(s, "will/w", "gone", 1, false, &m);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	/* Normal DISCONNECT: no will. */
+	w = cl_open(b, MQTT_V311);
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	cl_disconnect(b, w, 0);
+	cl_none(s);
+	/* v5 DISCONNECT 0x04: will sent. */
+	w = cl_open(b, MQTT_V5);
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	cl_disconnect(b, w, MQTT_RC_DISCONNECT_WITH_WILL);
+	expect_pub(s, "will/w", "gone", 1, false, &m);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	/* Keepalive timeout: v5 DISCONNECT 0x8D, then will on close. */
+	w = cl_open(b, MQTT_V5);
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	now += 14000;
+	broker_tick(b, now);
+	assert_false(cl_closing(w));
+	now += 2000;
+	broker_tick(b, now);
+	assert_true(cl_closing(w));
+	mqtt_packet d;
+	cl_expect(w, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_KEEP_ALIVE_TIMEOUT);
+	cl_close(b, w);
+	expect_pub(s, "will/w", "gone", 1, false, &m);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	cl_none(s);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_will_delay(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	cl_sub(b, s, "will", 0, 0, 0);
+	conn_opts o = { .id = "w", .clean = false, .ka = 0, .will_topic = "will",
+			.will_payload = "late", .will_delay = 5,
+			.session_expiry = 100 };
+	client *w = cl_open(b, MQTT_V5);
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	cl_close(b, w);
+	cl_none(s);
+	/* Reconnect within the delay cancels it. */
+	now += 2000;
+	broker_tick(b, now);
+	w = cl_open(b, MQTT_V5);
+	o.will_topic = NULL;
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	now += 10000;
+	broker_tick(b, now);
+	cl_none(s);
+	cl_close(b, w);
+	/* Again with a will; this time it fires after the delay. */
+	w = cl_open(b, MQTT_V5);
+	o.will_topic = "will";
+	cl_connect(b, w, &o);
+	cl_expect(w, MQTT_CONNACK, NULL);
+	cl_close(b, w);
+	now += 3000;
+	broker_tick(b, now);
+	cl_none(s);
+	now += 3000;
+	broker_tick(b, now);
+	expect_pub(s, "will", "late", 0, false, NULL);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_takeover(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	cl_sub(b, s, "will", 0, 0, 0);
+	client *a = cl_open(b, MQTT_V5);
+	conn_opts o = { .id = "dup", .clean = false, .will_topic = "will",
+			.will_payload = "old", .session_expiry = 60 };
+	cl_connect(b, a, &o);
+	cl_expect(a, MQTT_CONNACK, NULL);
+	cl_sub(b, a, "t", 1, 0, 1);
+	bool present;
+	client *a2 = cl_up(b, MQTT_V5, "dup", false, &present);
+	assert_true(present);
+	mqtt_packet d;
+	cl_expect(a, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_SESSION_TAKEN_OVER);
+	assert_true(cl_closing(a));
+	expect_pub(s, "will", "old", 0, false, NULL);
+	cl_close(b, a); /* late close of the old transport: no effect */
+	/* The subscription moved with the session. */
+	cl_pub(b, s, "t", "hi", 0, false, 0);
+	expect_pub(a2, "t", "hi", 0, false, NULL);
+	cl_none(s);
+	cl_close(b, a2);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_topic_alias(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s, "long/topic", 0, 0, 0);
+	mqtt_packet pk;
+	memset(&pk, 0, sizeof(pk));
+	pk.type = MQTT_PUBLISH;
+	pk.u.publish.topic = mqtt_str_c("long/topic");
+	pk.u.publish.props.present = MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS);
+	pk.u.publish.props.topic_alias = 3;
+	pk.u.publish.payload = (mqtt_bytes){ (const uint8_t *)"1", 1 };
+	cl_send(b, p, &pk);
+	mqtt_packet m;
+	expect_pub(s, "long/topic", "1", 0, false, &m);
+	assert_false(m.u.publish.props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS));
+	pk.u.publish.topic = mqtt_str_c("");
+	cl_send(b, p, &pk);
+	expect_pub(s, "long/topic", "1", 0, false, NULL);
+	pk.u.publish.props.topic_alias = 11;
+	cl_send(b, p, &pk);
+	mqtt_packet d;
+	cl_expect(p, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_TOPIC_ALIAS_INVALID);
+	cl_close(b, p);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_props_pass_through(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s, "rr", 0, 42, 0);
+	mqtt_packet pk;
+	memset(&pk, 0, sizeof(pk));
+	pk.type = MQTT_PUBLISH;
+	pk.u.publish.topic = mqtt_str_c("rr");
+	mqtt_props *pp = &pk.u.publish.props;
+	pp->present = MQTT_PROP_BIT(MQTT_PROP_RESPONSE_TOPIC) |
+		      MQTT_PROP_BIT(MQTT_PROP_CONTENT_TYPE) |
+		      MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL);
+	pp->response_topic = mqtt_str_c("reply/here");
+	pp->content_type = mqtt_str_c("text/plain");
+	pp->message_expiry = 60;
+	mqtt_user_prop up = { mqtt_str_c("k"), mqtt_str_c("v") };
+	pp->user = &up;
+	pp->user_count = 1;
+	pk.u.publish.payload = (mqtt_bytes){ (const uint8_t *)"x", 1 };
+	cl_send(b, p, &pk);
+	mqtt_packet m;
+	expect_pub(s, "rr", "x", 0, false, &m);
+	const mqtt_props *mp = &m.u.publish.props;
+	assert_int_equal(mp->response_topic.len, 10);
+	assert_int_equal(mp->content_type.len, 10);
+	assert_int_equal(mp->user_count, 1);
+	assert_int_equal(mp->sub_id, 42);
+	assert_true(mp->message_expiry <= 60 && mp->message_expiry >= 59);
+	/* v3.1.1 subscriber: no properties at all. */
+	client *s3 = cl_up(b, MQTT_V311, "s3", true, NULL);
+	cl_sub(b, s3, "rr", 0, 0, 0);
+	cl_send(b, p, &pk);
+	expect_pub(s3, "rr", "x", 0, false, NULL);
+	cl_close(b, s3);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_message_expiry_in_queue(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", false, NULL);
+	cl_sub(b, s, "e", 1, 0, 1);
+	cl_close(b, s);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	mqtt_packet pk;
+	memset(&pk, 0, sizeof(pk));
+	pk.type = MQTT_PUBLISH;
+	pk.u.publish.topic = mqtt_str_c("e");
+	pk.u.publish.qos = 1;
+	pk.u.publish.packet_id = 1;
+	pk.u.publish.props.present = MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL);
+	pk.u.publish.props.message_expiry = 2;
+	pk.u.publish.payload = (mqtt_bytes){ (const uint8_t *)"old", 3 };
+	cl_send(b, p, &pk);
+	cl_expect(p, MQTT_PUBACK, NULL);
+	cl_pub(b, p, "e", "new", 1, false, 2);
+	cl_expect(p, MQTT_PUBACK, NULL);
+	now += 5000;
+	s = cl_up(b, MQTT_V5, "s", false, NULL);
+	expect_pub(s, "e", "new", 1, false, NULL);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_malformed_and_limits(void **state)
+{
+	(void)state;
+	cfg.max_packet_size = 64;
+	cfg.retain_available = false;
+	broker *b = mkbroker();
+	/* Garbage after CONNACK: v5 DISCONNECT 0x81 (malformed). */
+	client *c = cl_up(b, MQTT_V5, "c", true, NULL);
+	static const uint8_t bad[] = { 0x30, 0x02, 0x00, 0x05 };
+	cl_raw(b, c, bad, sizeof(bad));
+	mqtt_packet d;
+	cl_expect(c, MQTT_DISCONNECT, &d);
+	assert_true(d.u.disconnect.reason >= 0x80);
+	assert_true(cl_closing(c));
+	/* Input after the error is ignored. */
+	cl_raw(b, c, bad, sizeof(bad));
+	cl_close(b, c);
+	/* Too large: 0x95. */
+	c = cl_up(b, MQTT_V5, "c", true, NULL);
+	static const uint8_t big[] = { 0x30, 0xc8, 0x01 };
+	cl_raw(b, c, big, sizeof(big));
+	cl_expect(c, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_PACKET_TOO_LARGE);
+	cl_close(b, c);
+	/* Retain not available: 0x9A. */
+	c = cl_up(b, MQTT_V5, "c", true, NULL);
+	cl_pub(b, c, "r", "x", 0, true, 0);
+	cl_expect(c, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_RETAIN_NOT_SUPPORTED);
+	cl_close(b, c);
+	/* Session expiry 0 -> nonzero on DISCONNECT: protocol error. */
+	c = cl_up(b, MQTT_V5, "c", true, NULL);
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_DISCONNECT;
+	p.u.disconnect.props.present =
+		MQTT_PROP_BIT(MQTT_PROP_SESSION_EXPIRY_INTERVAL);
+	p.u.disconnect.props.session_expiry = 10;
+	cl_send(b, c, &p);
+	cl_expect(c, MQTT_DISCONNECT, &d);
+	assert_int_equal(d.u.disconnect.reason, MQTT_RC_PROTOCOL_ERROR);
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_keepalive_override(void **state)
+{
+	(void)state;
+	cfg.max_keepalive = 30;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V5);
+	conn_opts o = { .id = "k", .clean = true, .ka = 100, .session_expiry = -1 };
+	cl_connect(b, c, &o);
+	mqtt_packet p;
+	cl_expect(c, MQTT_CONNACK, &p);
+	assert_true(p.u.connack.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_SERVER_KEEP_ALIVE));
+	assert_int_equal(p.u.connack.props.server_keep_alive, 30);
+	now += 46000;
+	broker_tick(b, now);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_session_expiry(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V5);
+	conn_opts o = { .id = "x", .clean = false, .session_expiry = 3 };
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, NULL);
+	cl_close(b, c);
+	now += 2000;
+	broker_tick(b, now);
+	bool present;
+	c = cl_up(b, MQTT_V5, "x", false, &present);
+	assert_true(present);
+	cl_close(b, c); /* expiry 3600 now */
+	c = cl_open(b, MQTT_V5);
+	cl_connect(b, c, &o);
+	cl_expect(c, MQTT_CONNACK, NULL);
+	cl_close(b, c);
+	now += 4000;
+	broker_tick(b, now);
+	c = cl_up(b, MQTT_V5, "x", false, &present);
+	assert_false(present);
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_sys(void **state)
+{
+	(void)state;
+	cfg.sys_interval = 10;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "#", 0, 0, 0);
+	uint64_t wait = broker_tick(b, now);
+	assert_true(wait <= 1000);
+	cl_none(s); /* '#' does not match $SYS */
+	cl_sub(b, s, "$SYS/broker/version", 0, 0, 0);
+	expect_pub(s, "$SYS/broker/version", "shimmy 0.1.0", 0, true, NULL);
+	now += 10000;
+	broker_tick(b, now);
+	expect_pub(s, "$SYS/broker/version", "shimmy 0.1.0", 0, false, NULL);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_client_max_packet(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_open(b, MQTT_V5);
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_CONNECT;
+	p.u.connect.version = MQTT_V5;
+	p.u.connect.clean_start = true;
+	p.u.connect.client_id = mqtt_str_c("s");
+	p.u.connect.props.present = MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE);
+	p.u.connect.props.maximum_packet_size = 20;
+	cl_send(b, s, &p);
+	cl_expect(s, MQTT_CONNACK, NULL);
+	cl_sub(b, s, "t", 1, 0, 1);
+	client *pub = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_pub(b, pub, "t", "this payload is far too long", 1, false, 1);
+	cl_pub(b, pub, "t", "ok", 1, false, 2);
+	expect_pub(s, "t", "ok", 1, false, NULL);
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, pub);
+	broker_destroy(b);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	cfg_reset();
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup(test_connect_pub_sub_qos1, setup),
+		cmocka_unit_test_setup(test_MQTT_3_1_0_1_first_packet, setup),
+		cmocka_unit_test_setup(test_MQTT_3_1_0_2_second_connect, setup),
+		cmocka_unit_test_setup(test_bad_version, setup),
+		cmocka_unit_test_setup(test_empty_client_id, setup),
+		cmocka_unit_test_setup(test_anonymous_refused, setup),
+		cmocka_unit_test_setup(test_overlapping_one_copy, setup),
+		cmocka_unit_test_setup(test_qos2_inbound_exactly_once, setup),
+		cmocka_unit_test_setup(test_qos2_outbound, setup),
+		cmocka_unit_test_setup(test_inflight_window_and_order, setup),
+		cmocka_unit_test_setup(test_persistent_session_queue_and_resend, setup),
+		cmocka_unit_test_setup(test_queue_limit, setup),
+		cmocka_unit_test_setup(test_retained, setup),
+		cmocka_unit_test_setup(test_v5_sub_options, setup),
+		cmocka_unit_test_setup(test_v311_invalid_filter, setup),
+		cmocka_unit_test_setup(test_shared_subscription, setup),
+		cmocka_unit_test_setup(test_will, setup),
+		cmocka_unit_test_setup(test_will_delay, setup),
+		cmocka_unit_test_setup(test_takeover, setup),
+		cmocka_unit_test_setup(test_topic_alias, setup),
+		cmocka_unit_test_setup(test_props_pass_through, setup),
+		cmocka_unit_test_setup(test_message_expiry_in_queue, setup),
+		cmocka_unit_test_setup(test_malformed_and_limits, setup),
+		cmocka_unit_test_setup(test_keepalive_override, setup),
+		cmocka_unit_test_setup(test_session_expiry, setup),
+		cmocka_unit_test_setup(test_sys, setup),
+		cmocka_unit_test_setup(test_client_max_packet, setup),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
