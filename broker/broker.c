@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "broker/acl.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
 #include "broker/session.h"
@@ -98,6 +99,7 @@ struct broker {
 
 	broker_auth_fn auth_fn;
 	void *auth_ctx;
+	const acl *acl; /* NULL: no access control */
 
 	/* Fan-out scratch of route(), reused. */
 	broker_msg *route_msg;
@@ -442,6 +444,22 @@ static void deliver(broker *b, session *s, broker_msg *m, uint8_t qos,
 	}
 }
 
+/* ---- access control --------------------------------------------------- */
+
+/* True when s may have `access` on topic (name or filter); always true
+ * without an ACL. A session whose username could not be stored (OOM) is
+ * checked as anonymous, which grants no more than the named user had... or
+ * less, never more than the anonymous rules. */
+static bool acl_allows(const broker *b, const session *s, mqtt_str topic,
+		       acl_access access)
+{
+	if (!b->acl)
+		return true;
+	mqtt_str user = { s->username, s->username_len };
+	mqtt_str cid = { s->client_id, s->client_id_len };
+	return acl_check(b->acl, user, s->username != NULL, cid, topic, access);
+}
+
 /* ---- routing ---------------------------------------------------------- */
 
 static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
@@ -451,6 +469,9 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 	session *s = owner;
 	broker_msg *m = b->route_msg;
 	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s->uid)
+		return;
+	if (b->acl && !acl_allows(b, s, (mqtt_str){ m->topic, m->topic_len },
+				  ACL_READ))
 		return;
 	uint8_t qos = options & MQTT_SUBOPT_QOS_MASK;
 	bool retain = (options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED) && m->retain;
@@ -719,6 +740,17 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	s->expire_at_ms = 0;
 	s->expiry_s = expiry;
 	s->conn = c;
+	free(s->username);
+	s->username = NULL;
+	s->username_len = 0;
+	if (ct->has_username) {
+		s->username = malloc((size_t)ct->username.len + 1);
+		if (s->username) {
+			memcpy(s->username, ct->username.ptr, ct->username.len);
+			s->username[ct->username.len] = '\0';
+			s->username_len = ct->username.len;
+		}
+	}
 	s->drop_logged = false;
 	c->s = s;
 	c->connect_expiry_s = expiry;
@@ -886,6 +918,19 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 		}
 	}
 	b->msgs_received++;
+	if (!acl_allows(b, s, topic, ACL_WRITE)) {
+		log_write(b->log, LOG_DEBUG,
+			  "Denied PUBLISH from %s (q%d, r%d, '%.*s', ... (%u bytes)).",
+			  conn_id(c), pub->qos, pub->retain ? 1 : 0,
+			  (int)topic.len, topic.ptr, pub->payload.len);
+		if (pub->qos == 1)
+			send_ack(c, MQTT_PUBACK, pub->packet_id,
+				 MQTT_RC_NOT_AUTHORIZED);
+		else if (pub->qos == 2)
+			send_ack(c, MQTT_PUBREC, pub->packet_id,
+				 MQTT_RC_NOT_AUTHORIZED);
+		return;
+	}
 	if (cfg->message_size_limit &&
 	    pub->payload.len > cfg->message_size_limit) {
 		log_write(b->log, LOG_DEBUG,
@@ -1047,6 +1092,16 @@ static void handle_subscribe(broker *b, broker_conn *c,
 			continue;
 		}
 		bool shared = subtree_share_split(ent.filter, &group, &inner);
+		if (!acl_allows(b, s, shared ? inner : ent.filter,
+				ACL_SUBSCRIBE)) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s denied subscription to %.*s.",
+				  conn_id(c), (int)ent.filter.len,
+				  ent.filter.ptr);
+			reasons[i++] = v5 ? MQTT_RC_NOT_AUTHORIZED
+					  : MQTT_RC_UNSPECIFIED_ERROR;
+			continue;
+		}
 		if (shared && v5 && (ent.options & MQTT_SUBOPT_NO_LOCAL)) {
 			/* [MQTT-3.8.3-4] */
 			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
@@ -1291,6 +1346,11 @@ void broker_destroy(broker *b)
 	free(b->hits);
 	free(b->scratch);
 	free(b);
+}
+
+void broker_set_acl(broker *b, const struct acl *a)
+{
+	b->acl = a;
 }
 
 void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx)

@@ -134,6 +134,15 @@ typedef uint8_t (*broker_auth_fn)(const char *client_id,
 void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx);
 
 /*
+ * Sets the topic ACL (borrowed until replaced or broker_destroy; NULL turns
+ * access control off). Checked on SUBSCRIBE (refused entries get 0x80 /
+ * v5 0x87), on PUBLISH (refused messages are acknowledged and dropped, as
+ * mosquitto does; v5 acks carry 0x87) and on every delivery (read access).
+ */
+struct acl;
+void broker_set_acl(broker *b, const struct acl *a);
+
+/*
  * Publishes a message from the broker itself (no origin client): stored if
  * retain (and retain is available), routed to subscribers. Inputs copied.
  * Returns the number of subscriptions matched, or a negative mqtt_err.

@@ -52,6 +52,7 @@ void session_destroy(session *s)
 	free(s->queue);
 	free(s->qos2_in);
 	msg_unref(s->will);
+	free(s->username);
 	free(s->client_id);
 	free(s);
 }

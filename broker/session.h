@@ -48,6 +48,8 @@ typedef struct session {
 	char *client_id; /* NUL-terminated, owned; also the hash key */
 	uint32_t client_id_len;
 	uint64_t uid;    /* unique per session object, never 0 (No Local) */
+	char *username;  /* of the last CONNECT, owned; NULL = anonymous */
+	uint32_t username_len;
 	void *conn;      /* the broker_conn while online, else NULL */
 
 	uint32_t expiry_s;     /* Session Expiry Interval in force */
