@@ -73,6 +73,7 @@ typedef struct broker_cfg {
 	uint16_t cmd_ports[CFG_MAX_LISTENERS]; /* -p PORT, in order */
 	int cmd_port_count;
 
+	char acl_file[4096];             /* acl_file; "" = no access control */
 	char config_file[4096];          /* "" when none */
 } broker_cfg;
 

@@ -6,6 +6,8 @@
  */
 #include <stdlib.h>
 
+#include "broker/acl.h"
+#include "broker/broker.h"
 #include "broker/config.h"
 #include "broker/log.h"
 #include "broker/server.h"
@@ -20,7 +22,23 @@ typedef struct shimmyd {
 	shimmy_log log;
 	int argc;
 	char **argv;
+	server *srv;
+	acl *acl; /* from acl_file; NULL = none */
 } shimmyd;
+
+/* Loads cfg.acl_file into *out (NULL when unset). Logs and fails on error. */
+static int load_acl(const shimmyd *d, acl **out)
+{
+	char err[512];
+	*out = NULL;
+	if (!d->cfg.acl_file[0])
+		return 0;
+	if (acl_load(d->cfg.acl_file, out, err, sizeof(err)) < 0) {
+		log_write(&d->log, LOG_ERR, "Error: %s", err);
+		return -1;
+	}
+	return 0;
+}
 
 static void on_reload(void *ctx)
 {
@@ -31,6 +49,15 @@ static void on_reload(void *ctx)
 		return;
 	}
 	config_apply_log(&d->cfg, &d->log);
+	acl *a;
+	if (load_acl(d, &a) < 0) {
+		log_write(&d->log, LOG_ERR,
+			  "Error: ACL reload failed; keeping the current ACL.");
+		return;
+	}
+	broker_set_acl(server_broker(d->srv), a);
+	acl_destroy(d->acl);
+	d->acl = a;
 }
 
 int main(int argc, char **argv)
@@ -59,15 +86,20 @@ int main(int argc, char **argv)
 	else
 		log_write(&d->log, LOG_NOTICE, "Using default config.");
 
+	if (load_acl(d, &d->acl) < 0)
+		goto out_free;
 	server *s = server_create(&d->cfg, &d->log, on_reload, d);
 	if (!s)
 		goto out_free;
+	d->srv = s;
+	broker_set_acl(server_broker(s), d->acl);
 	if (server_listen(s) == 0 && server_run(s) == 0)
 		status = 0;
 	log_write(&d->log, LOG_NOTICE, "shimmy version %s terminating",
 		  SHIMMY_VERSION);
 	server_destroy(s);
 out_free:
+	acl_destroy(d->acl);
 	free(d);
 	return status;
 }

@@ -877,6 +877,11 @@ out_err:
 	return NULL;
 }
 
+struct broker *server_broker(server *s)
+{
+	return s->loop.b;
+}
+
 void server_destroy(server *s)
 {
 	if (!s)

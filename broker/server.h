@@ -44,6 +44,9 @@ int server_listen(server *s);
  */
 int server_run(server *s);
 
+/* The protocol core the server drives (valid until server_destroy). */
+struct broker *server_broker(server *s);
+
 /* Makes server_run() return after the current loop turn. */
 void server_stop(server *s);
 

@@ -7,7 +7,7 @@ set -eu
 
 RUN_PKGS="build-essential cmake pkg-config"
 TEST_PKGS="$RUN_PKGS clang libclang-rt-14-dev libcmocka-dev mosquitto mosquitto-clients
-libpaho-mqtt-dev python3 python3-paho-mqtt iproute2 procps"
+libpaho-mqtt-dev python3 python3-paho-mqtt iproute2 procps librdkafka-dev gnuplot-nox"
 
 case "${1:-}" in
   run) pkgs=$RUN_PKGS ;;

@@ -51,6 +51,7 @@ class TestProcess(unittest.TestCase):
             self.assertEqual(rc, 0, "SIGTERM must exit 0\n" + b.log())
             self.assertLess(time.monotonic() - t0, 5.0, "slow shutdown")
             r.wait_closed(2)
+            r.close()
             c.c.loop_stop()
         finally:
             if b.alive():
