@@ -559,7 +559,8 @@ class PahoClient:
     until acknowledged; received messages go to self.msgs (queue.Queue)."""
 
     def __init__(self, port, client_id="", version=V311, clean=True, clean_start=True,
-                 session_expiry=None, keepalive=60, will=None, max_inflight=20):
+                 session_expiry=None, keepalive=60, will=None, max_inflight=20,
+                 username=None, password=None):
         mqtt = _paho()
         self.mqtt = mqtt
         self.version = version
@@ -585,6 +586,8 @@ class PahoClient:
         self.c.on_disconnect = self._on_disconnect
         if will:
             self.c.will_set(will[0], will[1], will[2], will[3])
+        if username is not None:
+            self.c.username_pw_set(username, password)
         self.port = port
         self.keepalive = keepalive
         self.clean_start = clean_start
