@@ -122,6 +122,8 @@ int conn_next(conn *c, mqtt_packet *pkt, int timeout_ms)
 		uint32_t size = 0;
 		int rc = avail ? mqtt_packet_size(c->buf + c->off, avail, &size)
 			       : MQTT_ERR_NEED_MORE;
+		if (rc > 0)
+			rc = 0; /* size known */
 		if (rc == 0 && size <= avail) {
 			rc = mqtt_decode(c->buf + c->off, size, c->ver, 0, pkt);
 			if (rc < 0)

@@ -106,7 +106,7 @@ static bool has_whole_packet(const conn *c)
 {
 	uint32_t size;
 	size_t avail = c->len - c->off;
-	return avail && mqtt_packet_size(c->buf + c->off, avail, &size) == 0 &&
+	return avail && mqtt_packet_size(c->buf + c->off, avail, &size) > 0 &&
 	       size <= avail;
 }
 
@@ -686,7 +686,7 @@ static int read_connack(int fd)
 	uint64_t t0 = proc_now_ns();
 	for (;;) {
 		uint32_t size;
-		if (got && mqtt_packet_size(b, got, &size) == 0 && size <= got) {
+		if (got && mqtt_packet_size(b, got, &size) > 0 && size <= got) {
 			mqtt_packet p;
 			int rc = mqtt_decode(b, size, MQTT_V311, 0, &p);
 			if (rc < 0)

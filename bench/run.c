@@ -66,11 +66,12 @@ void run_print(FILE *f, const run_cfg *c, const run_result *r)
 		fprintf(f, "  broker cpu %.2f s\n", r->broker_cpu_s);
 }
 
-void run_csv_header(FILE *f)
+void run_csv_header(FILE *f, const run_cfg *c)
 {
 	fputs("system,transport,scenario,payload_bytes,messages,publishers,"
 	      "subscribers,msgs_per_s,mb_per_s,p50_us,p99_us,p999_us,lost,"
-	      "broker_cpu_s\n", f);
+	      "broker_cpu_s", f);
+	fputs(c->csv_avg ? ",avg_us\n" : "\n", f);
 }
 
 void run_csv_row(FILE *f, const run_cfg *c, const run_result *r)
@@ -79,12 +80,13 @@ void run_csv_row(FILE *f, const run_cfg *c, const run_result *r)
 	if (r->broker_cpu_s >= 0)
 		snprintf(cpu, sizeof(cpu), "%.3f", r->broker_cpu_s);
 	if (c->mode == RUN_IDLE) {
-		fprintf(f, "%s,%s,idle_conns_rss,%lld,%u,0,%u,,,,,,%u,%s\n",
+		fprintf(f, "%s,%s,idle_conns_rss,%lld,%u,0,%u,,,,,,%u,%s%s\n",
 			c->system, c->transport, (long long)r->rss_per_conn,
-			c->conns, c->conns, c->conns - r->conns_ok, cpu);
+			c->conns, c->conns, c->conns - r->conns_ok, cpu,
+			c->csv_avg ? "," : "");
 		return;
 	}
-	fprintf(f, "%s,%s,%s,%u,%llu,%u,%u,%.1f,%.3f,%.2f,%.2f,%.2f,%llu,%s\n",
+	fprintf(f, "%s,%s,%s,%u,%llu,%u,%u,%.1f,%.3f,%.2f,%.2f,%.2f,%llu,%s",
 		c->system, c->transport, c->scenario, c->payload,
 		(unsigned long long)r->messages, c->pubs, c->subs,
 		run_msgs_per_s(c, r), run_mb_per_s(c, r),
@@ -92,6 +94,9 @@ void run_csv_row(FILE *f, const run_cfg *c, const run_result *r)
 		(double)histo_quantile(&r->lat, 0.99) / 1e3,
 		(double)histo_quantile(&r->lat, 0.999) / 1e3,
 		(unsigned long long)r->lost, cpu);
+	if (c->csv_avg)
+		fprintf(f, ",%.2f", histo_mean(&r->lat) / 1e3);
+	fputc('\n', f);
 }
 
 void run_stamp(uint8_t *payload, uint64_t now_ns, uint64_t seq)

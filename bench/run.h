@@ -74,6 +74,7 @@ typedef struct run_cfg {
 	unsigned hold_ms;       /* idle mode: wait before reading RSS */
 	pid_t broker_pid;       /* 0: no broker accounting */
 	bool quiet;             /* no progress on stderr */
+	bool csv_avg;           /* CSV: append an avg_us column */
 } run_cfg;
 
 typedef struct run_result {
@@ -94,7 +95,8 @@ double run_mb_per_s(const run_cfg *c, const run_result *r);
 
 /* Human-readable summary. */
 void run_print(FILE *f, const run_cfg *c, const run_result *r);
-void run_csv_header(FILE *f);
+/* With c->csv_avg, both add a 15th column, avg_us (mean latency). */
+void run_csv_header(FILE *f, const run_cfg *c);
 void run_csv_row(FILE *f, const run_cfg *c, const run_result *r);
 
 /* Payload stamp helpers. */

@@ -12,12 +12,14 @@
  */
 #include "broker/broker.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "broker/acl.h"
+#include "broker/authn.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
 #include "broker/session.h"
@@ -26,6 +28,7 @@
 #include "mqtt/error.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
+#include "mqtt/utf8.h"
 
 #define BROKER_VERSION_STR "shimmy 0.1.0"
 /* Inbound topic aliases accepted per connection (CONNACK Topic Alias Maximum). */
@@ -35,9 +38,25 @@
 #define BROKER_OUT_QOS0_LIMIT (16u << 20)
 /* Most Subscription Identifiers put on one outgoing PUBLISH. */
 #define BROKER_MAX_SUB_IDS 32
+/* Output bytes pending above which the client is disconnected with 0x97
+ * Quota exceeded: it does not read what it asked for (e.g. a window of
+ * large QoS 1/2 messages), and its buffer must not grow without bound. */
+#define BROKER_OUT_HARD_LIMIT (64u << 20)
+/* Outbound topic aliases the broker assigns per connection at most (the
+ * client's Topic Alias Maximum caps it further). First come, first
+ * served: once they are all taken, other topics go out in full. */
+#define BROKER_OUT_ALIAS_MAX 64
+/* Response Information prefix (CONNACK, on Request Response Information
+ * = 1): the client may use "response/<client id>/..." as its response
+ * topics. A convention only; ACLs decide what may really be used. */
+#define BROKER_RESPONSE_PREFIX "response/"
+
+/* $SYS load series (see sys_loads). */
+#define SYS_LOAD_SERIES 9
 
 typedef enum conn_state {
 	CONN_NEW = 0,  /* waiting for CONNECT */
+	CONN_AUTH,     /* CONNECT seen, enhanced authentication under way */
 	CONN_ACTIVE,   /* CONNACK sent */
 	CONN_CLOSING,  /* WANT_CLOSE set; input ignored */
 } conn_state;
@@ -63,7 +82,25 @@ struct broker_conn {
 	uint32_t client_max_packet;  /* client's Maximum Packet Size; 0 = none */
 	uint32_t connect_expiry_s;   /* Session Expiry from CONNECT */
 	bool will_on_close;     /* send the will when the transport goes */
+	bool id_assigned;       /* id chosen by us (Assigned Client Id) */
 	bool close_logged;
+	bool problem_info;      /* v5 Request Problem Information (default 1) */
+
+	/* Outbound topic aliases [MQTT-3.3.2-10 ff]: out_aliases[1..n] own
+	 * the topics, out_alias_map maps topic -> alias (as uintptr_t). */
+	uint16_t out_alias_max;      /* min(client's maximum, ours) */
+	uint16_t out_alias_count;
+	char **out_aliases;
+	strmap out_alias_map;
+
+	/* Enhanced authentication (CONN_AUTH; method kept for CONNACK). */
+	const authn_method *am;
+	void *am_state;
+	bool am_started;
+	uint8_t *pending_connect;   /* copy of the CONNECT, re-decoded */
+	size_t pending_len;
+	const uint8_t *cur_raw;     /* bytes of the packet being handled */
+	size_t cur_raw_len;
 
 	/* Output: bytes [out_off, out_len) are pending. */
 	uint8_t *out;
@@ -77,6 +114,7 @@ typedef struct route_hit {
 	session *s;
 	uint8_t qos;
 	bool retain;
+	bool shared;
 } route_hit;
 
 struct broker {
@@ -95,7 +133,24 @@ struct broker {
 	uint64_t start_ms;
 	uint64_t next_scan_ms;
 	uint64_t next_sys_ms;
+	/* $SYS counters (mosquitto's meanings): messages = MQTT packets,
+	 * publish = PUBLISH packets, bytes = transport bytes. */
 	uint64_t msgs_received, msgs_sent;
+	uint64_t pub_received, pub_sent, pub_dropped;
+	uint64_t bytes_received, bytes_sent;
+	uint64_t connections_total; /* CONNACK 0 sent */
+	uint64_t clients_expired;
+	size_t clients_connected;   /* conns past CONNACK */
+	size_t clients_max;
+	size_t session_count;
+	/* Load averages: last sampled values and the 1/5/15 min averages. */
+	uint64_t load_last_ms;
+	uint64_t sockets_total;     /* broker_conn_open() calls */
+	uint64_t load_prev[SYS_LOAD_SERIES];
+	double load_avg[SYS_LOAD_SERIES][3];
+	bool load_init;
+
+	const authn *authn; /* NULL: no enhanced authentication */
 
 	broker_auth_fn auth_fn;
 	void *auth_ctx;
@@ -116,6 +171,15 @@ struct broker {
 static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched);
 
 /* ---- small helpers ---------------------------------------------------- */
+
+/* subtree_pref_fn: shared groups prefer members that are connected. */
+static bool session_online(const void *owner, void *ctx)
+{
+	(void)ctx;
+	const session *s = owner;
+	const broker_conn *c = s->conn;
+	return c && c->state == CONN_ACTIVE;
+}
 
 static const char *conn_id(const broker_conn *c)
 {
@@ -209,8 +273,76 @@ static size_t out_pending(const broker_conn *c)
 	return c->out_len - c->out_off;
 }
 
-/* Encodes pkt into c's output. Returns 0 or a negative error. */
+/* The property block of pkt that may carry a Reason String, or NULL. */
+static mqtt_props *pkt_props(mqtt_packet *pkt)
+{
+	switch (pkt->type) {
+	case MQTT_CONNACK: return &pkt->u.connack.props;
+	case MQTT_PUBACK:
+	case MQTT_PUBREC:
+	case MQTT_PUBREL:
+	case MQTT_PUBCOMP: return &pkt->u.ack.props;
+	case MQTT_SUBACK:
+	case MQTT_UNSUBACK: return &pkt->u.suback.props;
+	case MQTT_DISCONNECT:
+	case MQTT_AUTH: return &pkt->u.disconnect.props;
+	default: return NULL;
+	}
+}
+
+static int send_pkt_raw(broker_conn *c, mqtt_version v, const mqtt_packet *pkt);
+
+/*
+ * Encodes pkt into c's output. A v5 packet above the client's Maximum
+ * Packet Size loses its Reason String and User Properties
+ * [MQTT-3.1.2-24/25, MQTT-3.4.2-2 etc.]; if still too large it is not sent.
+ * Returns 0 or a negative error (MQTT_ERR_TOO_LARGE when not sent).
+ */
 static int send_pkt(broker_conn *c, mqtt_version v, const mqtt_packet *pkt)
+{
+	if (v != MQTT_V5 || !c->client_max_packet)
+		return send_pkt_raw(c, v, pkt);
+	uint8_t probe[1];
+	long n = mqtt_encode(probe, 0, v, pkt);
+	if (n >= 0 && (uint64_t)n <= c->client_max_packet)
+		return send_pkt_raw(c, v, pkt);
+	mqtt_packet copy = *pkt;
+	mqtt_props *p = pkt_props(&copy);
+	if (p) {
+		p->present &= ~MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+		p->present &= ~MQTT_PROP_BIT(MQTT_PROP_USER_PROPERTY);
+		p->user_count = 0;
+		p->user = NULL;
+		p->user_raw = (mqtt_bytes){ NULL, 0 };
+		n = mqtt_encode(probe, 0, v, &copy);
+		if (n >= 0 && (uint64_t)n <= c->client_max_packet)
+			return send_pkt_raw(c, v, &copy);
+	}
+	log_write(c->b->log, LOG_DEBUG,
+		  "Not sending %s to client %s: above its maximum packet size.",
+		  mqtt_type_str(pkt->type), conn_id(c));
+	return MQTT_ERR_TOO_LARGE;
+}
+
+/* Adds a Reason String (the reason code's text) to a v5 error
+ * acknowledgement when the client did not turn them off
+ * [MQTT-3.1.2-29]. CONNACK and DISCONNECT always may carry one. */
+static void add_reason_string(const broker_conn *c, mqtt_packet *pkt,
+			      uint8_t reason)
+{
+	if (c->version != MQTT_V5 || reason < 0x80)
+		return;
+	if (!c->problem_info && pkt->type != MQTT_CONNACK &&
+	    pkt->type != MQTT_DISCONNECT)
+		return;
+	mqtt_props *p = pkt_props(pkt);
+	if (!p)
+		return;
+	p->present |= MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+	p->reason_string = mqtt_str_c(mqtt_reason_str((mqtt_reason)reason));
+}
+
+static int send_pkt_raw(broker_conn *c, mqtt_version v, const mqtt_packet *pkt)
 {
 	if (!out_reserve(c, 64)) {
 		out_oom(c);
@@ -236,6 +368,7 @@ static int send_pkt(broker_conn *c, mqtt_version v, const mqtt_packet *pkt)
 			return (int)n;
 	}
 	c->out_len += (size_t)n;
+	c->b->msgs_sent++;
 	mark_dirty(c);
 	return 0;
 }
@@ -249,6 +382,7 @@ static void send_ack(broker_conn *c, mqtt_type type, uint16_t pid,
 	pkt.flags = type == MQTT_PUBREL ? 0x2 : 0;
 	pkt.u.ack.packet_id = pid;
 	pkt.u.ack.reason = c->version == MQTT_V5 ? reason : 0;
+	add_reason_string(c, &pkt, reason);
 	send_pkt(c, c->version, &pkt);
 }
 
@@ -265,6 +399,7 @@ static void conn_fail(broker_conn *c, uint8_t reason)
 		memset(&pkt, 0, sizeof(pkt));
 		pkt.type = MQTT_DISCONNECT;
 		pkt.u.disconnect.reason = reason;
+		add_reason_string(c, &pkt, reason);
 		send_pkt(c, MQTT_V5, &pkt);
 	}
 	conn_want_close(c);
@@ -289,11 +424,47 @@ static uint8_t *put_u16(uint8_t *p, uint16_t v)
 	return p + 2;
 }
 
+/* Registers topic as outbound alias n (= count + 1) on c. Returns 0 or
+ * MQTT_ERR_NOMEM (nothing registered). */
+static int out_alias_add(broker_conn *c, const char *topic, uint16_t len)
+{
+	if (!c->out_aliases) {
+		c->out_aliases = calloc((size_t)c->out_alias_max + 1,
+					sizeof(*c->out_aliases));
+		if (!c->out_aliases)
+			return MQTT_ERR_NOMEM;
+	}
+	char *t = malloc((size_t)len + 1);
+	if (!t)
+		return MQTT_ERR_NOMEM;
+	memcpy(t, topic, len);
+	t[len] = '\0';
+	uint16_t a = (uint16_t)(c->out_alias_count + 1);
+	if (strmap_put(&c->out_alias_map, t, len, (void *)(uintptr_t)a)) {
+		free(t);
+		return MQTT_ERR_NOMEM;
+	}
+	c->out_aliases[a] = t;
+	c->out_alias_count = a;
+	return 0;
+}
+
+static void out_alias_undo(broker_conn *c)
+{
+	uint16_t a = c->out_alias_count--;
+	char *t = c->out_aliases[a];
+	strmap_del(&c->out_alias_map, t, strlen(t));
+	free(t);
+	c->out_aliases[a] = NULL;
+}
+
 /*
  * Encodes a PUBLISH of m straight into c's output. The v5 property block
- * is m's stored block plus this hop's Message Expiry and Subscription
- * Identifiers. Returns 0, 1 when the packet exceeds the client's Maximum
- * Packet Size (not sent [MQTT-3.1.2-24]), or a negative error.
+ * is m's stored block plus this hop's Message Expiry, Subscription
+ * Identifiers and Topic Alias. Returns 0, 1 when the packet exceeds the
+ * client's Maximum Packet Size (not sent [MQTT-3.1.2-24]), or a negative
+ * error (OOM, or the client's output is over BROKER_OUT_HARD_LIMIT: it is
+ * being disconnected with 0x97).
  */
 static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 			bool retain, bool dup, uint16_t pid, uint64_t now_ms)
@@ -303,6 +474,17 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 	uint32_t nids = 0;
 	size_t plen = 0;
 	bool v5 = c->version == MQTT_V5;
+	uint16_t alias = 0;
+	bool alias_new = false;
+	if (c->state != CONN_ACTIVE)
+		return MQTT_ERR_INVALID;
+	if (out_pending(c) > BROKER_OUT_HARD_LIMIT) {
+		log_write(c->b->log, LOG_NOTICE,
+			  "Client %s has %zu bytes of unread output, disconnecting (quota exceeded).",
+			  conn_id(c), out_pending(c));
+		conn_fail(c, MQTT_RC_QUOTA_EXCEEDED);
+		return MQTT_ERR_NOMEM;
+	}
 	if (v5) {
 		mqtt_str topic = { m->topic, m->topic_len };
 		if (s)
@@ -312,26 +494,50 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 			plen += 5;
 		for (uint32_t i = 0; i < nids; i++)
 			plen += 1 + mqtt_vbi_size(ids[i]);
+		if (c->out_alias_max && m->topic_len) {
+			void *v = strmap_get(&c->out_alias_map, m->topic,
+					     m->topic_len);
+			if (v) {
+				alias = (uint16_t)(uintptr_t)v;
+			} else if (c->out_alias_count < c->out_alias_max &&
+				   out_alias_add(c, m->topic, m->topic_len) == 0) {
+				alias = c->out_alias_count;
+				alias_new = true;
+			}
+			if (alias)
+				plen += 3;
+		}
 	}
-	uint64_t rem = 2 + (uint64_t)m->topic_len + (qos ? 2 : 0) +
-		       m->payload_len;
+	/* A known alias replaces the topic [MQTT-3.3.2-12]. */
+	uint16_t tlen = alias && !alias_new ? 0 : m->topic_len;
+	uint64_t rem = 2 + (uint64_t)tlen + (qos ? 2 : 0) + m->payload_len;
 	if (v5)
 		rem += mqtt_vbi_size((uint32_t)plen) + plen;
-	if (rem > MQTT_VBI_MAX)
+	uint64_t total = rem > MQTT_VBI_MAX
+				 ? UINT64_MAX
+				 : 1 + mqtt_vbi_size((uint32_t)rem) + rem;
+	if (rem > MQTT_VBI_MAX ||
+	    (v5 && c->client_max_packet && total > c->client_max_packet)) {
+		if (alias_new)
+			out_alias_undo(c);
+		c->b->pub_dropped++;
+		log_write(c->b->log, LOG_DEBUG,
+			  "Dropped PUBLISH on %s for client %s: above its maximum packet size.",
+			  m->topic, conn_id(c));
 		return 1;
-	uint64_t total = 1 + mqtt_vbi_size((uint32_t)rem) + rem;
-	if (v5 && c->client_max_packet && total > c->client_max_packet)
-		return 1;
+	}
 	uint8_t *p = out_reserve(c, (size_t)total);
 	if (!p) {
+		if (alias_new)
+			out_alias_undo(c);
 		out_oom(c);
 		return MQTT_ERR_NOMEM;
 	}
 	*p++ = (uint8_t)(0x30 | (dup ? 0x08 : 0) | (qos << 1) | (retain ? 1 : 0));
 	p += mqtt_vbi_encode(p, (uint32_t)rem);
-	p = put_u16(p, m->topic_len);
-	memcpy(p, m->topic, m->topic_len);
-	p += m->topic_len;
+	p = put_u16(p, tlen);
+	memcpy(p, m->topic, tlen);
+	p += tlen;
 	if (qos)
 		p = put_u16(p, pid);
 	if (v5) {
@@ -345,6 +551,10 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 			p[3] = (uint8_t)left;
 			p += 4;
 		}
+		if (alias) {
+			*p++ = MQTT_PROP_TOPIC_ALIAS;
+			p = put_u16(p, alias);
+		}
 		for (uint32_t i = 0; i < nids; i++) {
 			*p++ = MQTT_PROP_SUBSCRIPTION_IDENTIFIER;
 			p += mqtt_vbi_encode(p, ids[i]);
@@ -355,6 +565,7 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 	memcpy(p, m->payload, m->payload_len);
 	c->out_len += (size_t)total;
 	c->b->msgs_sent++;
+	c->b->pub_sent++;
 	mark_dirty(c);
 	return 0;
 }
@@ -362,6 +573,7 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 static void queue_drop(broker *b, session *s)
 {
 	s->dropped++;
+	b->pub_dropped++;
 	if (!s->drop_logged) {
 		s->drop_logged = true;
 		log_write(b->log, LOG_NOTICE,
@@ -382,9 +594,11 @@ static void out_start(broker_conn *c, sess_out *e, uint64_t now_ms)
 	}
 	e->pid = session_next_pid(s);
 	e->state = e->qos == 1 ? SESS_OUT_WAIT_PUBACK : SESS_OUT_WAIT_PUBREC;
-	if (send_publish(c, e->msg, e->qos, e->retain, false, e->pid, now_ms)) {
+	if (send_publish(c, e->msg, e->qos, e->retain, false, e->pid,
+			 now_ms) == 1) {
 		/* Too large for the client: discarded as if delivered
-		 * [MQTT-3.1.2-25]; or OOM, and the conn is closing. */
+		 * [MQTT-3.1.2-25]. Other failures close the conn; the entry
+		 * stays inflight and is resent if the session resumes. */
 		msg_unref(e->msg);
 		return;
 	}
@@ -412,13 +626,21 @@ static void drain(broker_conn *c, uint64_t now_ms)
 	}
 }
 
-/* Delivers m to s at delivery QoS qos (already min'ed) with flag retain. */
+/* deliver() flags. */
+enum {
+	DELIVER_RETAIN = 1 << 0, /* RETAIN flag to send */
+	DELIVER_SHARED = 1 << 1, /* chosen from a $share group */
+};
+
+/* Delivers m to s at delivery QoS qos (already min'ed). */
 static void deliver(broker *b, session *s, broker_msg *m, uint8_t qos,
-		    bool retain, uint64_t now_ms)
+		    unsigned flags, uint64_t now_ms)
 {
 	const broker_cfg *cfg = b->cfg;
 	broker_conn *c = s->conn;
-	sess_out e = { m, 0, qos, SESS_OUT_QUEUED, retain };
+	bool retain = flags & DELIVER_RETAIN;
+	sess_out e = { m, 0, qos, SESS_OUT_QUEUED, retain,
+		       (flags & DELIVER_SHARED) != 0 };
 	if (c && c->state == CONN_ACTIVE) {
 		if (qos == 0) {
 			if (out_pending(c) > BROKER_OUT_QOS0_LIMIT) {
@@ -497,7 +719,8 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 		s->route_gen = b->route_gen;
 		s->route_idx = b->hit_count;
 	}
-	b->hits[b->hit_count++] = (route_hit){ s, qos, retain };
+	b->hits[b->hit_count++] =
+		(route_hit){ s, qos, retain, (flags & SUBTREE_SHARED) != 0 };
 }
 
 /* Fans m out to its subscribers. *matched (may be NULL) gets the count. */
@@ -518,7 +741,10 @@ static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched)
 		uint8_t qos = b->cfg->upgrade_outgoing_qos
 				      ? h->qos
 				      : (m->qos < h->qos ? m->qos : h->qos);
-		deliver(b, h->s, m, qos, h->retain, now_ms);
+		deliver(b, h->s, m, qos,
+			(h->retain ? DELIVER_RETAIN : 0) |
+				(h->shared ? DELIVER_SHARED : 0),
+			now_ms);
 	}
 	b->route_msg = NULL;
 	if (matched)
@@ -565,11 +791,83 @@ static void session_unsubscribe_all(broker *b, session *s)
 	}
 }
 
-/* Ends s: sends a pending will, drops subscriptions and frees it. */
+typedef struct handoff_ctx {
+	session *to;
+	uint8_t options;
+} handoff_ctx;
+
+static void handoff_cb(void *owner, uint8_t options, uint32_t sub_id,
+		       unsigned flags, void *ctx)
+{
+	(void)sub_id;
+	(void)flags;
+	handoff_ctx *hc = ctx;
+	hc->to = owner;
+	hc->options = options;
+}
+
+/*
+ * m was outstanding on s through a shared subscription and s is ending:
+ * hands it to another member of a group of s whose filter matches (online
+ * members first), so that QoS 1/2 messages of a group are not lost when a
+ * member leaves. s is already out of the tree.
+ */
+static void share_handoff(broker *b, session *s, broker_msg *m,
+			  uint64_t now_ms)
+{
+	mqtt_str topic = { m->topic, m->topic_len };
+	if (msg_expired(m, now_ms))
+		return;
+	for (uint32_t i = 0; i < s->sub_count; i++) {
+		mqtt_str f = { s->subs[i].filter, s->subs[i].filter_len };
+		mqtt_str group, inner;
+		if (!subtree_share_split(f, &group, &inner) ||
+		    !mqtt_topic_match(inner, topic))
+			continue;
+		handoff_ctx hc = { NULL, 0 };
+		subtree_share_pick(b->subs, f, s, handoff_cb, &hc);
+		if (!hc.to || !acl_allows(b, hc.to, topic, ACL_READ))
+			continue;
+		uint8_t sq = hc.options & MQTT_SUBOPT_QOS_MASK;
+		uint8_t qos = b->cfg->upgrade_outgoing_qos
+				      ? sq
+				      : (m->qos < sq ? m->qos : sq);
+		bool rap = hc.options & MQTT_SUBOPT_RETAIN_AS_PUBLISHED;
+		deliver(b, hc.to, m, qos,
+			DELIVER_SHARED |
+				(rap && m->retain ? DELIVER_RETAIN : 0),
+			now_ms);
+		log_write(b->log, LOG_DEBUG,
+			  "Shared message on %s handed from %s to %s.",
+			  m->topic, s->client_id, hc.to->client_id);
+		return;
+	}
+}
+
+/* Hands every outstanding shared QoS 1/2 message of s to other members. */
+static void share_handoff_all(broker *b, session *s, uint64_t now_ms)
+{
+	for (uint32_t i = 0; i < s->infl_count; i++) {
+		sess_out *e = &s->inflight[i];
+		if (e->shared && e->msg && e->qos > 0)
+			share_handoff(b, s, e->msg, now_ms);
+	}
+	sess_out e;
+	while (session_queue_pop(s, &e)) {
+		if (e.shared && e.qos > 0)
+			share_handoff(b, s, e.msg, now_ms);
+		msg_unref(e.msg);
+	}
+}
+
+/* Ends s: hands outstanding shared messages on, sends a pending will,
+ * drops subscriptions and frees it. */
 static void session_end(broker *b, session *s, uint64_t now_ms)
 {
 	session_unsubscribe_all(b, s);
+	share_handoff_all(b, s, now_ms);
 	publish_will(b, s, now_ms);
+	b->session_count--;
 	strmap_del(&b->sessions, s->client_id, s->client_id_len);
 	if (s->prev)
 		s->prev->next = s->next;
@@ -577,8 +875,10 @@ static void session_end(broker *b, session *s, uint64_t now_ms)
 		b->sess_head = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	if (s->conn)
+	if (s->conn) {
 		((broker_conn *)s->conn)->s = NULL;
+		b->clients_connected--;
+	}
 	session_destroy(s);
 }
 
@@ -595,6 +895,7 @@ static session *session_new(broker *b, const char *id, uint32_t len)
 	if (b->sess_head)
 		b->sess_head->prev = s;
 	b->sess_head = s;
+	b->session_count++;
 	return s;
 }
 
@@ -608,6 +909,12 @@ static void connack_fail(broker_conn *c, mqtt_version v, uint8_t v5_reason)
 	pkt.u.connack.reason = v == MQTT_V5
 				       ? v5_reason
 				       : mqtt_reason_to_v3_connack(v5_reason);
+	if (v == MQTT_V5) {
+		mqtt_connack *ca = &pkt.u.connack;
+		ca->props.present |= MQTT_PROP_BIT(MQTT_PROP_REASON_STRING);
+		ca->props.reason_string =
+			mqtt_str_c(mqtt_reason_str((mqtt_reason)v5_reason));
+	}
 	send_pkt(c, v, &pkt);
 	conn_want_close(c);
 }
@@ -616,6 +923,10 @@ static int proto_num(mqtt_version v)
 {
 	return v == MQTT_V31 ? 1 : v == MQTT_V311 ? 2 : 5;
 }
+
+static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
+			   const authn_io *aio, uint64_t now_ms);
+static void auth_send(broker_conn *c, uint8_t reason, const authn_io *io);
 
 static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 			   uint64_t now_ms)
@@ -629,6 +940,13 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	bool assigned = false;
 
 	c->version = v;
+	c->problem_info = true;
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_REQUEST_PROBLEM_INFORMATION)))
+		c->problem_info = ct->props.request_problem_info != 0;
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)))
+		c->client_max_packet = ct->props.maximum_packet_size;
 	if (idlen == 0) {
 		/* [MQTT-3.1.3-8]: 3.1.1 needs clean session for an empty id;
 		 * 3.1 has no empty ids at all. */
@@ -654,6 +972,68 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	}
 	memcpy(c->id, id, idlen);
 	c->id[idlen] = '\0';
+	c->id_assigned = assigned;
+
+	/* A will declared as UTF-8 text must be [MQTT-3.1.3-...], checked as
+	 * for PUBLISH (see handle_publish). */
+	if (ct->will && v5 &&
+	    (ct->will_props.present &
+	     MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT_INDICATOR)) &&
+	    ct->will_props.payload_format == 1 &&
+	    mqtt_utf8_validate(ct->will_payload.ptr, ct->will_payload.len)) {
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s from %s rejected: will payload is not valid UTF-8.",
+			  c->id, c->peer);
+		connack_fail(c, v, MQTT_RC_PAYLOAD_FORMAT_INVALID);
+		return;
+	}
+
+	/* Enhanced authentication [MQTT-4.12]. */
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD))) {
+		const authn_method *am =
+			b->authn ? authn_find(b->authn, ct->props.auth_method)
+				 : NULL;
+		if (!am) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s from %s rejected: unsupported authentication method '%.*s'.",
+				  c->id, c->peer, (int)ct->props.auth_method.len,
+				  ct->props.auth_method.ptr);
+			connack_fail(c, v, MQTT_RC_BAD_AUTHENTICATION_METHOD);
+			return;
+		}
+		c->am = am;
+		uint8_t obuf[AUTHN_OUT_MAX];
+		authn_io io;
+		memset(&io, 0, sizeof(io));
+		io.client_id = c->id;
+		io.in = ct->props.auth_data;
+		io.out = obuf;
+		io.out_cap = sizeof(obuf);
+		c->am_started = true;
+		authn_status st = am->start(&c->am_state, &io, am->ctx);
+		if (st == AUTHN_CONTINUE) {
+			c->pending_connect = malloc(c->cur_raw_len);
+			if (!c->pending_connect) {
+				connack_fail(c, v, MQTT_RC_SERVER_UNAVAILABLE);
+				return;
+			}
+			memcpy(c->pending_connect, c->cur_raw, c->cur_raw_len);
+			c->pending_len = c->cur_raw_len;
+			c->state = CONN_AUTH;
+			auth_send(c, MQTT_RC_CONTINUE_AUTHENTICATION, &io);
+			return;
+		}
+		if (st != AUTHN_SUCCESS) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s from %s disconnected, authentication failed.",
+				  c->id, c->peer);
+			connack_fail(c, v, MQTT_RC_NOT_AUTHORIZED);
+			return;
+		}
+		connect_accept(b, c, ct, &io, now_ms);
+		return;
+	}
 
 	/* Authentication hook point. */
 	uint8_t auth_rc = 0;
@@ -672,6 +1052,98 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 		connack_fail(c, v, auth_rc);
 		return;
 	}
+	connect_accept(b, c, ct, NULL, now_ms);
+}
+
+/* Sends AUTH with reason and c's method (plus io's output, if any). */
+static void auth_send(broker_conn *c, uint8_t reason, const authn_io *io)
+{
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_AUTH;
+	pkt.u.disconnect.reason = reason;
+	mqtt_props *p = &pkt.u.disconnect.props;
+	p->present |= MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD);
+	p->auth_method = mqtt_str_c(c->am->name);
+	if (io && io->out_len) {
+		p->present |= MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA);
+		p->auth_data = (mqtt_bytes){ io->out, (uint32_t)io->out_len };
+	}
+	send_pkt(c, MQTT_V5, &pkt);
+}
+
+static void auth_end(broker_conn *c)
+{
+	if (c->am && c->am_started && c->am->end)
+		c->am->end(c->am_state, c->am->ctx);
+	c->am_state = NULL;
+	c->am_started = false;
+	free(c->pending_connect);
+	c->pending_connect = NULL;
+	c->pending_len = 0;
+}
+
+/* AUTH while CONN_AUTH: the next step of the exchange CONNECT began. */
+static void handle_auth(broker *b, broker_conn *c, const mqtt_disconnect *a,
+			uint64_t now_ms)
+{
+	const mqtt_props *ap = &a->props;
+	mqtt_str method = { NULL, 0 };
+	if (ap->present & MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD))
+		method = ap->auth_method;
+	if (a->reason != MQTT_RC_CONTINUE_AUTHENTICATION ||
+	    method.len != strlen(c->am->name) ||
+	    memcmp(method.ptr, c->am->name, method.len) != 0) {
+		/* [MQTT-4.12.0-1..5]: same method, Continue only. */
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s sent a bad AUTH during authentication, closing.",
+			  conn_id(c));
+		connack_fail(c, MQTT_V5, MQTT_RC_PROTOCOL_ERROR);
+		return;
+	}
+	uint8_t obuf[AUTHN_OUT_MAX];
+	authn_io io;
+	memset(&io, 0, sizeof(io));
+	io.client_id = c->id;
+	io.in = ap->auth_data;
+	io.out = obuf;
+	io.out_cap = sizeof(obuf);
+	authn_status st = c->am->step(c->am_state, &io, c->am->ctx);
+	if (st == AUTHN_CONTINUE) {
+		auth_send(c, MQTT_RC_CONTINUE_AUTHENTICATION, &io);
+		return;
+	}
+	if (st != AUTHN_SUCCESS) {
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s from %s disconnected, authentication failed.",
+			  conn_id(c), c->peer);
+		connack_fail(c, MQTT_V5, MQTT_RC_NOT_AUTHORIZED);
+		return;
+	}
+	mqtt_packet pkt;
+	int rc = mqtt_decode(c->pending_connect, c->pending_len, MQTT_V5,
+			     0, &pkt);
+	if (rc <= 0 || pkt.type != MQTT_CONNECT) { /* we decoded it before */
+		connack_fail(c, MQTT_V5, MQTT_RC_UNSPECIFIED_ERROR);
+		return;
+	}
+	c->state = CONN_NEW;
+	connect_accept(b, c, &pkt.u.connect, &io, now_ms);
+	/* The CONNECT copy is no longer referenced (sessions copy). */
+	free(c->pending_connect);
+	c->pending_connect = NULL;
+}
+
+/* The rest of CONNECT once the client is authenticated: session, will,
+ * CONNACK. aio: the enhanced authentication's last step, or NULL. */
+static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
+			   const authn_io *aio, uint64_t now_ms)
+{
+	const broker_cfg *cfg = b->cfg;
+	mqtt_version v = ct->version;
+	bool v5 = v == MQTT_V5;
+	uint32_t idlen = (uint32_t)strlen(c->id);
+	bool assigned = c->id_assigned;
 
 	/* Keep alive: v5 gets a Server Keep Alive override; 3.x is accepted
 	 * as sent. */
@@ -710,6 +1182,7 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 			session_set_will(s, NULL, 0);
 		old->s = NULL;
 		s->conn = NULL;
+		b->clients_connected--;
 		/* The old connection ended abnormally: its will goes now
 		 * unless a will delay is still running into a resumed session
 		 * (which cancels it) [MQTT-3.1.3-9]. */
@@ -740,10 +1213,21 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	s->expire_at_ms = 0;
 	s->expiry_s = expiry;
 	s->conn = c;
+	if (++b->clients_connected > b->clients_max)
+		b->clients_max = b->clients_connected;
 	free(s->username);
 	s->username = NULL;
 	s->username_len = 0;
-	if (ct->has_username) {
+	if (aio && aio->user[0]) {
+		/* The identity the authentication method proved. */
+		size_t ulen = strnlen(aio->user, sizeof(aio->user));
+		s->username = malloc(ulen + 1);
+		if (s->username) {
+			memcpy(s->username, aio->user, ulen);
+			s->username[ulen] = '\0';
+			s->username_len = (uint32_t)ulen;
+		}
+	} else if (ct->has_username) {
 		s->username = malloc((size_t)ct->username.len + 1);
 		if (s->username) {
 			memcpy(s->username, ct->username.ptr, ct->username.len);
@@ -763,6 +1247,13 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	if (v5 && (ct->props.present &
 		   MQTT_PROP_BIT(MQTT_PROP_MAXIMUM_PACKET_SIZE)))
 		c->client_max_packet = ct->props.maximum_packet_size;
+	c->out_alias_max = 0;
+	if (v5 && (ct->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM)))
+		c->out_alias_max = ct->props.topic_alias_maximum <
+						   BROKER_OUT_ALIAS_MAX
+					   ? ct->props.topic_alias_maximum
+					   : BROKER_OUT_ALIAS_MAX;
 
 	if (ct->will) {
 		mqtt_bytes wprops = { NULL, 0 };
@@ -793,6 +1284,7 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 	c->state = CONN_ACTIVE;
 
 	mqtt_packet pkt;
+	char *resp_info = NULL;
 	memset(&pkt, 0, sizeof(pkt));
 	pkt.type = MQTT_CONNACK;
 	pkt.u.connack.session_present = session_present;
@@ -824,9 +1316,39 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 				MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER);
 			p->assigned_client_id = mqtt_str_c(c->id);
 		}
+		if ((ct->props.present &
+		     MQTT_PROP_BIT(MQTT_PROP_REQUEST_RESPONSE_INFORMATION)) &&
+		    ct->props.request_response_info == 1) {
+			/* [MQTT-3.1.2-28]: optional; we offer a per-client
+			 * prefix (BROKER_RESPONSE_PREFIX). */
+			size_t n = sizeof(BROKER_RESPONSE_PREFIX) + idlen;
+			resp_info = malloc(n);
+			if (resp_info) {
+				snprintf(resp_info, n, "%s%s",
+					 BROKER_RESPONSE_PREFIX, c->id);
+				p->present |= MQTT_PROP_BIT(
+					MQTT_PROP_RESPONSE_INFORMATION);
+				p->response_info = mqtt_str_c(resp_info);
+			}
+		}
+		if (c->am) {
+			p->present |= MQTT_PROP_BIT(
+				MQTT_PROP_AUTHENTICATION_METHOD);
+			p->auth_method = mqtt_str_c(c->am->name);
+			if (aio && aio->out_len) {
+				p->present |= MQTT_PROP_BIT(
+					MQTT_PROP_AUTHENTICATION_DATA);
+				p->auth_data = (mqtt_bytes){
+					aio->out, (uint32_t)aio->out_len
+				};
+			}
+		}
 	}
-	if (send_pkt(c, v, &pkt))
+	int src = send_pkt(c, v, &pkt);
+	free(resp_info);
+	if (src)
 		return;
+	b->connections_total++;
 
 	if (ct->has_username)
 		log_write(b->log, LOG_NOTICE,
@@ -917,7 +1439,6 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 			return;
 		}
 	}
-	b->msgs_received++;
 	if (!acl_allows(b, s, topic, ACL_WRITE)) {
 		log_write(b->log, LOG_DEBUG,
 			  "Denied PUBLISH from %s (q%d, r%d, '%.*s', ... (%u bytes)).",
@@ -943,6 +1464,26 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 		else if (pub->qos == 2)
 			send_ack(c, MQTT_PUBREC, pub->packet_id,
 				 MQTT_RC_PACKET_TOO_LARGE);
+		return;
+	}
+	if (v5 && (pub->props.present &
+		   MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT_INDICATOR)) &&
+	    pub->props.payload_format == 1 &&
+	    mqtt_utf8_validate(pub->payload.ptr, pub->payload.len)) {
+		/* [MQTT-3.3.2.3.2]: we validate. QoS 1/2 get their ack with
+		 * 0x99 Payload format invalid and the message is dropped; a
+		 * QoS 0 one, which has no ack, gets DISCONNECT 0x99. */
+		log_write(b->log, LOG_NOTICE,
+			  "Client %s sent a PUBLISH on %.*s marked UTF-8 that is not.",
+			  conn_id(c), (int)topic.len, topic.ptr);
+		if (pub->qos == 1)
+			send_ack(c, MQTT_PUBACK, pub->packet_id,
+				 MQTT_RC_PAYLOAD_FORMAT_INVALID);
+		else if (pub->qos == 2)
+			send_ack(c, MQTT_PUBREC, pub->packet_id,
+				 MQTT_RC_PAYLOAD_FORMAT_INVALID);
+		else
+			conn_fail(c, MQTT_RC_PAYLOAD_FORMAT_INVALID);
 		return;
 	}
 	uint64_t expiry = 0;
@@ -1060,7 +1601,7 @@ static void retained_cb(broker_msg *m, void *ctx)
 	if (rc->b->cfg->upgrade_outgoing_qos)
 		qos = rc->qos;
 	/* [MQTT-3.3.1-8]: sent because of a new subscription: RETAIN = 1. */
-	deliver(rc->b, rc->s, m, qos, true, rc->now_ms);
+	deliver(rc->b, rc->s, m, qos, DELIVER_RETAIN, rc->now_ms);
 }
 
 static void handle_subscribe(broker *b, broker_conn *c,
@@ -1227,6 +1768,19 @@ static void handle_packet(broker *b, broker_conn *c, const mqtt_packet *pkt,
 		handle_connect(b, c, &pkt->u.connect, now_ms);
 		return;
 	}
+	if (c->state == CONN_AUTH) {
+		if (pkt->type == MQTT_AUTH) {
+			handle_auth(b, c, &pkt->u.disconnect, now_ms);
+		} else {
+			/* DISCONNECT abandons; anything else is a protocol
+			 * error before CONNACK [MQTT-4.12.0-...]. */
+			if (pkt->type != MQTT_DISCONNECT)
+				connack_fail(c, MQTT_V5,
+					     MQTT_RC_PROTOCOL_ERROR);
+			conn_want_close(c);
+		}
+		return;
+	}
 	if (!c->s) {
 		conn_want_close(c);
 		return;
@@ -1309,6 +1863,7 @@ broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
 		return NULL;
 	}
 	strmap_init(&b->sessions);
+	subtree_set_prefer(b->subs, session_online, NULL);
 	b->next_uid = 1;
 	b->rng = now_ms ^ (uint64_t)(uintptr_t)b;
 	b->start_ms = now_ms;
@@ -1321,6 +1876,13 @@ static void conn_free(broker_conn *c)
 {
 	for (int i = 0; i <= BROKER_TOPIC_ALIAS_MAX; i++)
 		free(c->aliases[i]);
+	if (c->out_aliases) {
+		for (uint32_t i = 1; i <= c->out_alias_count; i++)
+			free(c->out_aliases[i]);
+		free(c->out_aliases);
+	}
+	strmap_fini(&c->out_alias_map);
+	auth_end(c);
 	free(c->out);
 	free(c->id);
 	free(c);
@@ -1348,6 +1910,11 @@ void broker_destroy(broker *b)
 	free(b);
 }
 
+void broker_set_authn(broker *b, const struct authn *a)
+{
+	b->authn = a;
+}
+
 void broker_set_acl(broker *b, const struct acl *a)
 {
 	b->acl = a;
@@ -1372,19 +1939,23 @@ broker_conn *broker_conn_open(broker *b, broker_transport transport,
 	c->state = CONN_NEW;
 	c->version = MQTT_V311;
 	c->last_rx_ms = now_ms;
+	strmap_init(&c->out_alias_map);
 	c->next = b->conns;
 	if (b->conns)
 		b->conns->prev = c;
 	b->conns = c;
 	b->conn_count++;
+	b->sockets_total++;
 	return c;
 }
 
 size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 			 size_t len, uint64_t now_ms)
 {
-	if (c->state == CONN_CLOSING)
+	if (c->state == CONN_CLOSING) {
+		b->bytes_received += len;
 		return len;
+	}
 	size_t off = 0;
 	if (len)
 		c->last_rx_ms = now_ms;
@@ -1398,10 +1969,18 @@ size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 			handle_decode_error(b, c, rc ? rc : MQTT_ERR_MALFORMED);
 			return len;
 		}
+		c->cur_raw = buf + off;
+		c->cur_raw_len = (size_t)rc;
 		off += (size_t)rc;
+		b->msgs_received++;
+		if (pkt.type == MQTT_PUBLISH)
+			b->pub_received++;
 		handle_packet(b, c, &pkt, now_ms);
+		c->cur_raw = NULL;
 	}
-	return c->state == CONN_CLOSING ? len : off;
+	size_t used = c->state == CONN_CLOSING ? len : off;
+	b->bytes_received += used;
+	return used;
 }
 
 size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
@@ -1425,7 +2004,10 @@ void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len)
 void broker_conn_written(broker_conn *c, size_t n)
 {
 	size_t pending = c->out_len - c->out_off;
-	c->out_off += n < pending ? n : pending;
+	if (n > pending)
+		n = pending;
+	c->out_off += n;
+	c->b->bytes_sent += n;
 	if (c->out_off == c->out_len)
 		c->out_off = c->out_len = 0;
 }
@@ -1458,6 +2040,7 @@ void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 				  conn_id(c));
 		s->conn = NULL;
 		c->s = NULL;
+		b->clients_connected--;
 		if (!c->will_on_close)
 			session_set_will(s, NULL, 0);
 		if (s->expiry_s == 0) {
@@ -1513,6 +2096,7 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
 			if (s->expire_at_ms && now_ms >= s->expire_at_ms) {
 				log_write(b->log, LOG_NOTICE,
 					  "Expiring client %s.", s->client_id);
+				b->clients_expired++;
 				/* publish_will() may have routed into
 				 * sessions, never freed one: next is valid. */
 				session_end(b, s, now_ms);
@@ -1570,16 +2154,97 @@ static void sys_pub(broker *b, uint64_t now_ms, const char *topic,
 	broker_publish(b, topic, buf, strlen(buf), 0, 1, now_ms);
 }
 
+/*
+ * Load averages as mosquitto computes them: each series' per-minute rate
+ * over the last interval, folded into exponentially decaying 1, 5 and 15
+ * minute averages (decay exp(-interval / window)), printed "%.2f".
+ */
+static void sys_loads(broker *b, uint64_t now_ms)
+{
+	static const char *const names[SYS_LOAD_SERIES] = {
+		"messages/received", "messages/sent", "publish/received",
+		"publish/sent",      "publish/dropped", "bytes/received",
+		"bytes/sent",        "connections",   "sockets",
+	};
+	static const char *const windows[3] = { "1min", "5min", "15min" };
+	static const double window_s[3] = { 60.0, 300.0, 900.0 };
+	const uint64_t now_vals[SYS_LOAD_SERIES] = {
+		b->msgs_received,  b->msgs_sent,      b->pub_received,
+		b->pub_sent,       b->pub_dropped,    b->bytes_received,
+		b->bytes_sent,     b->connections_total, b->sockets_total,
+	};
+	if (!b->load_init) {
+		memcpy(b->load_prev, now_vals, sizeof(b->load_prev));
+		b->load_last_ms = now_ms;
+		b->load_init = true;
+		return;
+	}
+	double interval_s = (double)(now_ms - b->load_last_ms) / 1000.0;
+	if (interval_s <= 0.0)
+		return;
+	for (int i = 0; i < SYS_LOAD_SERIES; i++) {
+		double rate = (double)(now_vals[i] - b->load_prev[i]) * 60.0 /
+			      interval_s;
+		for (int w = 0; w < 3; w++) {
+			double e = exp(-interval_s / window_s[w]);
+			double *avg = &b->load_avg[i][w];
+			*avg = rate + e * (*avg - rate);
+			char topic[96];
+			snprintf(topic, sizeof(topic), "$SYS/broker/load/%s/%s",
+				 names[i], windows[w]);
+			sys_pub(b, now_ms, topic, "%.2f", *avg);
+		}
+	}
+	memcpy(b->load_prev, now_vals, sizeof(b->load_prev));
+	b->load_last_ms = now_ms;
+}
+
 void broker_sys_publish(broker *b, uint64_t now_ms)
 {
-	/* $SYS messages are not counted as received; their sends are. */
+	/* The tree of mosquitto 2.0 (mosquitto.conf(5), $SYS section), all
+	 * retained. $SYS messages are not counted as received; their sends
+	 * are, as in mosquitto. */
+	uint64_t store_count, store_bytes;
+	msg_stats(&store_count, &store_bytes);
+	size_t total = b->session_count;
+	size_t connected = b->clients_connected;
 	sys_pub(b, now_ms, "$SYS/broker/version", "%s", BROKER_VERSION_STR);
 	sys_pub(b, now_ms, "$SYS/broker/uptime", "%llu seconds",
 		(unsigned long long)((now_ms - b->start_ms) / 1000));
-	sys_pub(b, now_ms, "$SYS/broker/clients/connected", "%zu",
-		b->conn_count);
+	sys_pub(b, now_ms, "$SYS/broker/clients/total", "%zu", total);
+	sys_pub(b, now_ms, "$SYS/broker/clients/connected", "%zu", connected);
+	sys_pub(b, now_ms, "$SYS/broker/clients/active", "%zu", connected);
+	sys_pub(b, now_ms, "$SYS/broker/clients/disconnected", "%zu",
+		total - connected);
+	sys_pub(b, now_ms, "$SYS/broker/clients/inactive", "%zu",
+		total - connected);
+	sys_pub(b, now_ms, "$SYS/broker/clients/maximum", "%zu",
+		b->clients_max);
+	sys_pub(b, now_ms, "$SYS/broker/clients/expired", "%llu",
+		(unsigned long long)b->clients_expired);
 	sys_pub(b, now_ms, "$SYS/broker/messages/received", "%llu",
 		(unsigned long long)b->msgs_received);
 	sys_pub(b, now_ms, "$SYS/broker/messages/sent", "%llu",
 		(unsigned long long)b->msgs_sent);
+	sys_pub(b, now_ms, "$SYS/broker/messages/stored", "%llu",
+		(unsigned long long)store_count);
+	sys_pub(b, now_ms, "$SYS/broker/store/messages/count", "%llu",
+		(unsigned long long)store_count);
+	sys_pub(b, now_ms, "$SYS/broker/store/messages/bytes", "%llu",
+		(unsigned long long)store_bytes);
+	sys_pub(b, now_ms, "$SYS/broker/publish/messages/received", "%llu",
+		(unsigned long long)b->pub_received);
+	sys_pub(b, now_ms, "$SYS/broker/publish/messages/sent", "%llu",
+		(unsigned long long)b->pub_sent);
+	sys_pub(b, now_ms, "$SYS/broker/publish/messages/dropped", "%llu",
+		(unsigned long long)b->pub_dropped);
+	sys_pub(b, now_ms, "$SYS/broker/bytes/received", "%llu",
+		(unsigned long long)b->bytes_received);
+	sys_pub(b, now_ms, "$SYS/broker/bytes/sent", "%llu",
+		(unsigned long long)b->bytes_sent);
+	sys_pub(b, now_ms, "$SYS/broker/subscriptions/count", "%llu",
+		(unsigned long long)subtree_count(b->subs));
+	sys_pub(b, now_ms, "$SYS/broker/retained messages/count", "%zu",
+		retain_count(b->retained));
+	sys_loads(b, now_ms);
 }

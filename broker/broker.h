@@ -143,6 +143,40 @@ struct acl;
 void broker_set_acl(broker *b, const struct acl *a);
 
 /*
+ * Enhanced authentication (MQTT 5 AUTH, [MQTT-4.12]): the registry of
+ * methods offered (borrowed until replaced or broker_destroy; NULL = none).
+ * A v5 CONNECT with an Authentication Method not in it gets CONNACK 0x8C;
+ * a method's FAIL gets 0x87. The identity a method reports on success
+ * replaces the CONNECT user name for ACL checks. The password hook
+ * (broker_set_auth) is not consulted for such clients.
+ * Re-authentication (AUTH 0x19) is not supported: it is a protocol error.
+ */
+struct authn;
+void broker_set_authn(broker *b, const struct authn *a);
+
+/*
+ * MQTT 5 behaviour the core implements where the spec leaves a choice:
+ *  - Request Response Information = 1 gets Response Information
+ *    "response/<client id>" in CONNACK (a naming convention; ACLs decide
+ *    what a client may publish or subscribe to).
+ *  - PUBLISH with Payload Format Indicator 1 and a payload that is not
+ *    valid UTF-8 (mqtt_utf8_validate rules, so U+0000 counts as invalid):
+ *    QoS 1/2 acked with 0x99 and dropped; QoS 0 gets DISCONNECT 0x99. A
+ *    will marked so gets CONNACK 0x99.
+ *  - Reason Strings (the reason code's name) go on error acks unless the
+ *    client sent Request Problem Information = 0, and always on CONNACK
+ *    and DISCONNECT errors; dropped when they would exceed the client's
+ *    Maximum Packet Size.
+ *  - Outbound Topic Aliases: for a client with Topic Alias Maximum > 0 the
+ *    first min(its maximum, 64) topics sent get aliases 1..n for the
+ *    connection's life; later topics go out in full.
+ *  - A client with more than 64 MiB of unread output is disconnected with
+ *    0x97 Quota exceeded.
+ *  - Shared subscriptions prefer connected members; QoS 1/2 messages
+ *    outstanding on a member whose session ends go to another member.
+ */
+
+/*
  * Publishes a message from the broker itself (no origin client): stored if
  * retain (and retain is available), routed to subscribers. Inputs copied.
  * Returns the number of subscriptions matched, or a negative mqtt_err.

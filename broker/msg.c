@@ -3,10 +3,15 @@
  */
 #include "broker/msg.h"
 
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mqtt/props.h"
+
+/* Process-wide statistics only (brokers on several threads share them);
+ * nothing orders against them, hence relaxed. */
+static _Atomic uint64_t msg_live, msg_live_bytes;
 
 /* Copies the kept properties of raw into dst; returns bytes written. dst
  * must hold raw.len bytes. */
@@ -41,6 +46,10 @@ broker_msg *msg_create(mqtt_str topic, mqtt_bytes payload, mqtt_bytes props_raw,
 	broker_msg *m = malloc(total);
 	if (!m)
 		return NULL;
+	atomic_fetch_add_explicit(&msg_live, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&msg_live_bytes,
+				  (uint64_t)topic.len + payload.len,
+				  memory_order_relaxed);
 	m->refs = 1;
 	m->qos = qos;
 	m->retain = retain;
@@ -62,8 +71,19 @@ broker_msg *msg_create(mqtt_str topic, mqtt_bytes payload, mqtt_bytes props_raw,
 
 void msg_unref(broker_msg *m)
 {
-	if (m && --m->refs == 0)
+	if (m && --m->refs == 0) {
+		atomic_fetch_sub_explicit(&msg_live, 1, memory_order_relaxed);
+		atomic_fetch_sub_explicit(&msg_live_bytes,
+					  (uint64_t)m->topic_len + m->payload_len,
+					  memory_order_relaxed);
 		free(m);
+	}
+}
+
+void msg_stats(uint64_t *count, uint64_t *bytes)
+{
+	*count = atomic_load_explicit(&msg_live, memory_order_relaxed);
+	*bytes = atomic_load_explicit(&msg_live_bytes, memory_order_relaxed);
 }
 
 uint32_t msg_expiry_left_s(const broker_msg *m, uint64_t now_ms)

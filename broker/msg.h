@@ -60,6 +60,11 @@ static inline bool msg_expired(const broker_msg *m, uint64_t now_ms)
 	return m->expiry_ms != 0 && now_ms >= m->expiry_ms;
 }
 
+/* Messages alive in this process and their topic + payload bytes, for
+ * $SYS/broker/store/messages/{count,bytes}. Relaxed counters: exact when
+ * quiescent, approximate while other threads create or free. */
+void msg_stats(uint64_t *count, uint64_t *bytes);
+
 /* Whole seconds left before expiry, rounded up, at least 1; for the
  * forwarded Message Expiry Interval [MQTT-3.3.2-6]. */
 uint32_t msg_expiry_left_s(const broker_msg *m, uint64_t now_ms);

@@ -42,6 +42,8 @@ typedef struct sess_out {
 	uint8_t qos;      /* delivery QoS */
 	uint8_t state;    /* sess_out_state */
 	bool retain;      /* RETAIN flag to send */
+	bool shared;      /* came through a $share subscription: handed to
+			   * another member if this session ends with it */
 } sess_out;
 
 typedef struct session {

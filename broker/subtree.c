@@ -41,6 +41,8 @@ typedef struct st_node {
 struct subtree {
 	st_node root;
 	uint64_t count;
+	subtree_pref_fn pref; /* shared groups: members to prefer; NULL = any */
+	void *pref_ctx;
 	/* Scratch frontiers for subtree_match(), reused across calls. */
 	st_node **cur, **nxt;
 	uint32_t cur_cap, nxt_cap;
@@ -332,7 +334,51 @@ uint64_t subtree_count(const subtree *t)
 	return t->count;
 }
 
-static int st_emit(st_node *n, subtree_cb cb, void *ctx)
+void subtree_set_prefer(subtree *t, subtree_pref_fn fn, void *ctx)
+{
+	t->pref = fn;
+	t->pref_ctx = ctx;
+}
+
+/* The member of g to receive the next message, round robin from g->next,
+ * skipping members the preference rejects unless all of them are
+ * rejected, and `exclude` always. NULL when nobody is left. */
+static st_sub *st_group_pick(const subtree *t, st_group *g, const void *exclude)
+{
+	st_sub *fallback = NULL;
+	for (uint32_t k = 0; k < g->count; k++) {
+		uint32_t i = (g->next + k) % g->count;
+		st_sub *m = &g->members[i];
+		if (m->owner == exclude)
+			continue;
+		if (!t->pref || t->pref(m->owner, t->pref_ctx)) {
+			g->next = (i + 1) % g->count;
+			return m;
+		}
+		if (!fallback)
+			fallback = m;
+	}
+	if (fallback)
+		g->next = (uint32_t)(fallback - g->members + 1) % g->count;
+	return fallback;
+}
+
+int subtree_share_pick(subtree *t, mqtt_str filter, const void *exclude,
+		       subtree_cb cb, void *ctx)
+{
+	mqtt_str group, inner;
+	if (!subtree_share_split(filter, &group, &inner))
+		return 0;
+	st_node *n = st_find(t, inner, false);
+	st_group *g = n ? st_group_find(n, group) : NULL;
+	st_sub *m = g ? st_group_pick(t, g, exclude) : NULL;
+	if (!m)
+		return 0;
+	cb(m->owner, m->options, m->sub_id, SUBTREE_SHARED, ctx);
+	return 1;
+}
+
+static int st_emit(const subtree *t, st_node *n, subtree_cb cb, void *ctx)
 {
 	int calls = 0;
 	for (uint32_t i = 0; i < n->sub_count; i++, calls++)
@@ -342,8 +388,7 @@ static int st_emit(st_node *n, subtree_cb cb, void *ctx)
 		st_group *g = &n->groups[i];
 		if (g->count == 0)
 			continue;
-		st_sub *m = &g->members[g->next % g->count];
-		g->next = (g->next + 1) % g->count;
+		st_sub *m = st_group_pick(t, g, NULL);
 		cb(m->owner, m->options, m->sub_id, SUBTREE_SHARED, ctx);
 		calls++;
 	}
@@ -392,7 +437,7 @@ int subtree_match(subtree *t, mqtt_str topic, subtree_cb cb, void *ctx)
 		for (uint32_t i = 0; i < ncur; i++) {
 			st_node *n = t->cur[i], *c;
 			if (wild_ok && (c = st_child(n, st_hash)))
-				calls += st_emit(c, cb, ctx);
+				calls += st_emit(t, c, cb, ctx);
 			if (wild_ok && (c = st_child(n, st_plus)))
 				t->nxt[nnxt++] = c;
 			if ((c = st_child(n, lvl)))
@@ -410,10 +455,10 @@ int subtree_match(subtree *t, mqtt_str topic, subtree_cb cb, void *ctx)
 	}
 	for (uint32_t i = 0; i < ncur; i++) {
 		st_node *n = t->cur[i], *c;
-		calls += st_emit(n, cb, ctx);
+		calls += st_emit(t, n, cb, ctx);
 		/* "a/#" also matches "a" [MQTT-4.7.1-2]. */
 		if ((c = st_child(n, st_hash)))
-			calls += st_emit(c, cb, ctx);
+			calls += st_emit(t, c, cb, ctx);
 	}
 	return calls;
 }

@@ -56,6 +56,23 @@ bool subtree_remove(subtree *t, mqtt_str filter, void *owner);
  */
 int subtree_match(subtree *t, mqtt_str topic, subtree_cb cb, void *ctx);
 
+/*
+ * Preference for shared groups: a member for which fn(owner, ctx) is false
+ * (e.g. an offline session) is chosen only when no member is preferred.
+ * NULL fn: plain round robin. ctx borrowed until replaced.
+ */
+typedef bool (*subtree_pref_fn)(const void *owner, void *ctx);
+void subtree_set_prefer(subtree *t, subtree_pref_fn fn, void *ctx);
+
+/*
+ * For a "$share/group/filter" subscription: chooses the group's next member
+ * other than `exclude` (same rules as subtree_match) and calls cb once for
+ * it. Returns 1, or 0 when the group has no other member (or filter is not
+ * shared). Used to hand a leaving member's messages to another one.
+ */
+int subtree_share_pick(subtree *t, mqtt_str filter, const void *exclude,
+		       subtree_cb cb, void *ctx);
+
 /* Number of (owner, filter) subscriptions in the tree. */
 uint64_t subtree_count(const subtree *t);
 

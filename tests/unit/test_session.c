@@ -48,7 +48,7 @@ static void test_MQTT_2_3_1_2_pids(void **state)
 	session *s = session_create("c", 1, 1);
 	s->next_pid = 65534;
 	broker_msg *m = mk("t", 1);
-	sess_out e = { msg_ref(m), 0, 1, SESS_OUT_WAIT_PUBACK, false };
+	sess_out e = { msg_ref(m), 0, 1, SESS_OUT_WAIT_PUBACK, false, false };
 	e.pid = session_next_pid(s);
 	assert_int_equal(e.pid, 65534);
 	assert_int_equal(session_inflight_add(s, &e), 0);
@@ -69,10 +69,10 @@ static void test_queue_limits(void **state)
 	session *s = session_create("c", 1, 1);
 	broker_msg *m = mk("t", 100);
 	for (int i = 0; i < 3; i++) {
-		sess_out e = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false };
+		sess_out e = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false, false };
 		assert_int_equal(session_queue_push(s, &e, 3, 0), 0);
 	}
-	sess_out e = { m, 0, 1, SESS_OUT_QUEUED, false };
+	sess_out e = { m, 0, 1, SESS_OUT_QUEUED, false, false };
 	assert_int_not_equal(session_queue_push(s, &e, 3, 0), 0);
 	assert_int_not_equal(session_queue_push(s, &e, 0, 350), 0);
 	assert_int_equal(s->q_bytes, 300);
@@ -80,8 +80,8 @@ static void test_queue_limits(void **state)
 		sess_out o;
 		assert_true(session_queue_pop(s, &o));
 		msg_unref(o.msg);
-		sess_out n1 = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false };
-		sess_out n2 = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false };
+		sess_out n1 = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false, false };
+		sess_out n2 = { msg_ref(m), 0, 1, SESS_OUT_QUEUED, false, false };
 		assert_int_equal(session_queue_push(s, &n1, 0, 0), 0);
 		assert_int_equal(session_queue_push(s, &n2, 0, 0), 0);
 	}

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# bench/run_bench.sh — `make bench`: Shimmy against Mosquitto, in one run on
+# this machine, with ratios (absolute numbers on shared machines drift).
+#
+# Usage: bench/run_bench.sh [BINDIR]   (default build/bin; builds nothing)
+# Starts shimmyd and mosquitto on free loopback ports with identical
+# settings (lib.sh write_conf), runs each scenario on both, one after the
+# other, and prints a table. Writes bench/results/<timestamp>.csv (columns:
+# see bench/run.h) and bench/results/<timestamp>-hwlimits.csv.
+# Scenarios: 10k idle connections (broker RSS/conn; first, on fresh
+# brokers), 16 B 1 pub -> 1 sub (QoS 0 and 1), fan-out 1 pub -> 10 subs,
+# 100 KB 1 -> 1, round-trip latency. About 1-2 minutes here.
+# Environment: BENCH_SCALE_PCT (default 100) scales message counts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${1:-build/bin}
+BIN=$(cd "$BIN" && pwd)
+BENCH="$BIN/shimmy-bench"
+SCALE=${BENCH_SCALE_PCT:-100}
+for f in "$BIN/shimmyd" "$BENCH" "$BIN/shimmy-hwlimits"; do
+	[ -x "$f" ] || { echo "run_bench: $f missing: run 'make bench'" >&2; exit 1; }
+done
+. bench/lib.sh
+[ -x "$MOSQUITTO" ] || { echo "run_bench: $MOSQUITTO missing (scripts/deps.sh test)" >&2; exit 1; }
+
+# 10k connections per broker plus the clients' ends: raise the fd limit
+# for the brokers (inherited) and for shimmy-bench.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+TMP=$(mktemp -d)
+cleanup() { stop_all_brokers; rm -rf "$TMP"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p bench/results
+STAMP=$(date +%Y%m%d-%H%M%S)
+CSV=bench/results/$STAMP.csv
+SYSTEMS="shimmy mosquitto"
+declare -A PORT PID
+for s in $SYSTEMS; do
+	PORT[$s]=$(free_port)
+	write_conf "$TMP/$s.conf" "${PORT[$s]}" 127.0.0.1
+	start_broker "$s" "$TMP/$s.conf" "$TMP/$s.log"
+	PID[$s]=$BROKER_PID
+done
+for s in $SYSTEMS; do
+	wait_port 127.0.0.1 "${PORT[$s]}" || { cat "$TMP/$s.log" >&2; echo "run_bench: $s did not start" >&2; exit 1; }
+done
+echo "run_bench: shimmyd pid ${PID[shimmy]} port ${PORT[shimmy]}; mosquitto pid ${PID[mosquitto]} port ${PORT[mosquitto]}; $(nproc) cpus" >&2
+
+run() { # SYSTEM SCENARIO ARGS...
+	local s=$1 sc=$2
+	shift 2
+	echo "run_bench: $s $sc" >&2
+	if ! "$BENCH" --port "${PORT[$s]}" --broker-pid "${PID[$s]}" --system "$s" \
+		--scenario "$sc" --csv "$CSV" --quiet "$@" >>"$TMP/bench.out" 2>>"$TMP/bench.err"; then
+		echo "run_bench: $s $sc failed:" >&2
+		tail -5 "$TMP/bench.err" >&2
+	fi
+	kill -0 "${PID[$s]}" 2>/dev/null || { echo "run_bench: $s died" >&2; tail -20 "$TMP/$s.log" >&2; exit 1; }
+}
+
+n() { local v=$(( $1 * SCALE / 100 )); echo $(( v > 0 ? v : 1 )); }
+
+for s in $SYSTEMS; do run "$s" idle_10k --mode idle --conns 10000 --hold-ms 1000; done
+for s in $SYSTEMS; do run "$s" 16B_1to1_qos0 --size 16 --count "$(n 1000000)"; done
+for s in $SYSTEMS; do run "$s" 16B_1to1_qos1 --size 16 --qos 1 --count "$(n 200000)"; done
+for s in $SYSTEMS; do run "$s" 16B_fanout_1to10 --size 16 --subs 10 --count "$(n 100000)"; done
+for s in $SYSTEMS; do run "$s" 100KB_1to1 --size 102400 --count "$(n 20000)"; done
+for s in $SYSTEMS; do run "$s" rtt_16B --mode rtt --size 16 --count "$(n 20000)"; done
+
+"$BIN/shimmy-hwlimits" --iters 200000 --csv "bench/results/$STAMP-hwlimits.csv" >"$TMP/hw.txt" 2>&1 ||
+	echo "run_bench: shimmy-hwlimits failed" >&2
+
+# The table: one row per scenario and metric, ratio = shimmy / mosquitto.
+awk -F, '
+NR == 1 { next }
+{
+	sc = $3; sys = $1
+	if (!(sc in seen)) { seen[sc] = 1; order[++n] = sc }
+	if (sc == "idle_conns_rss" || $3 ~ /^idle/) {
+		v[sc, "RSS B/conn", sys] = $4; m[sc, 1] = "RSS B/conn"; lower[sc, 1] = 1; next
+	}
+	if (sc ~ /^rtt/) {
+		v[sc, "RTT p50 us", sys] = $10; m[sc, 1] = "RTT p50 us"; lower[sc, 1] = 1
+		v[sc, "RTT p99 us", sys] = $11; m[sc, 2] = "RTT p99 us"; lower[sc, 2] = 1
+		next
+	}
+	if ($4 >= 100000) { v[sc, "MB/s", sys] = $9; m[sc, 1] = "MB/s" }
+	else { v[sc, "deliveries/s", sys] = $8; m[sc, 1] = "deliveries/s" }
+	v[sc, "p99 us (loaded)", sys] = $11; m[sc, 2] = "p99 us (loaded)"; lower[sc, 2] = 1
+	if ($14 != "" && $8 > 0) {
+		v[sc, "broker CPU us/dlv", sys] = sprintf("%.3f", $14 * 1e6 / ($5 * $7))
+		m[sc, 3] = "broker CPU us/dlv"; lower[sc, 3] = 1
+	}
+	if ($13 > 0) lost[sc, sys] = $13
+}
+END {
+	printf "%-18s %-18s %14s %14s %10s\n", "scenario", "metric", "shimmy", "mosquitto", "ratio"
+	for (i = 1; i <= n; i++) {
+		sc = order[i]
+		for (k = 1; k <= 3; k++) {
+			if (!((sc, k) in m)) continue
+			mt = m[sc, k]; a = v[sc, mt, "shimmy"]; b = v[sc, mt, "mosquitto"]
+			r = (a != "" && b != "" && b + 0 != 0) ? sprintf("%.2fx", a / b) : "-"
+			printf "%-18s %-18s %14s %14s %10s %s\n", (k == 1 ? sc : ""), mt, a, b, r,
+				(lower[sc, k] ? "(lower is better)" : "")
+		}
+		if ((sc, "shimmy") in lost || (sc, "mosquitto") in lost)
+			printf "%-18s lost: shimmy %d, mosquitto %d\n", "", lost[sc, "shimmy"], lost[sc, "mosquitto"]
+	}
+}' "$CSV"
+echo
+echo "hardware limits (shimmy-hwlimits):"
+sed -n '1,6p' "$TMP/hw.txt"
+echo
+echo "results: $CSV, bench/results/$STAMP-hwlimits.csv"
+if [ -s "$TMP/bench.err" ] && grep -q "failed\|error" "$TMP/bench.err"; then
+	echo "run_bench: errors during the run:" >&2
+	grep "failed\|error" "$TMP/bench.err" | head >&2
+fi

@@ -1,0 +1,1259 @@
+/*
+ * clients/client.c — libshimmy's public client API (include/shimmy.h).
+ *
+ * Glues the sans-IO session (session.h) to a socket (conn.h), a clock and
+ * a lock. Owns: the socket, the input buffer, the queue of received
+ * messages waiting for shimmy_recv(), the optional library thread, and the
+ * two fds behind shimmy_client_fd() (an epoll set holding the socket and an
+ * eventfd that is readable while messages are queued).
+ *
+ * Thread model: every entry point takes c->mu. One thread at a time
+ * "pumps" (reads the socket, drives the session, runs callbacks): the
+ * library thread when started, else whoever calls a blocking function or
+ * shimmy_client_process(); the others wait on c->cv. The pumping thread
+ * drops the lock while it sleeps in poll() and while a callback runs, so
+ * callbacks and other threads can publish meanwhile. Only the pumping
+ * thread touches the input buffer.
+ *
+ * Where the shm path plugs in: conn_read() already uses recvmsg() and is
+ * the place where SCM_RIGHTS segment fds arrive; c->shm_active is set from
+ * the CONNACK echo. A later step attaches rings there, makes
+ * shimmy_loan/commit reserve in the publisher log when the topic has one,
+ * makes the recv/callback path also drain subscriber logs (borrowed
+ * messages pointing into the ring), adds the doorbell fd to c->epfd, and
+ * feeds SHIMMY_STAT_LOST_MSGS from the reader's lap detection.
+ */
+#include "clients/include/shimmy.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clients/conn.h"
+#include "clients/opts.h"
+#include "clients/props.h"
+#include "clients/session.h"
+#include "clients/uri.h"
+
+#define IN_MIN (64 * 1024)
+#define IN_MAX ((size_t)MQTT_PACKET_MAX + 64 * 1024 * 1024)
+#define OUT_HIGH_WATER (8u << 20)   /* publish waits while more is unsent */
+#define READS_PER_PUMP 64
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+
+struct shimmy_msg {
+	char *topic;            /* c->tbuf, NUL-terminated */
+	size_t topic_len;
+	const uint8_t *payload;
+	size_t len;
+	int qos, retain;
+	shimmy_props props;     /* view */
+};
+
+typedef struct pending_msg {
+	size_t off, len;        /* a whole PUBLISH packet in c->in */
+} pending_msg;
+
+typedef struct op_wait {
+	uint16_t pid;
+	bool done;
+	uint8_t reason;
+	int err;
+} op_wait;
+
+struct shimmy_client {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	uri u;
+	shimmy_opts o;
+	session s;
+	char *client_id;        /* generated or from opts */
+
+	int fd;                 /* socket, -1 when none */
+	int epfd;               /* shimmy_client_fd() */
+	int evfd;               /* readable while msgs are queued */
+	int wakefd;             /* wakes the library thread */
+	bool ev_set;
+	bool ep_out;            /* socket registered for EPOLLOUT too */
+
+	bool want_conn;         /* between connect() and disconnect() */
+	bool shm_active;
+	int last_reason;
+	int conn_err;           /* why the connection went (0: up) */
+	uint64_t connect_ms;    /* when CONNECT went out */
+	uint64_t reconnect_at;  /* 0: none scheduled */
+	int backoff_ms;
+	bool ever_connected;
+	int conn_event;         /* pending on_connection status, 1: none */
+
+	uint8_t *in;
+	size_t in_cap, in_rd, in_wr;
+	pending_msg *pq;
+	size_t pq_head, pq_n, pq_cap;
+	bool borrowed;
+	shimmy_msg msg;
+	char *tbuf;
+	size_t tcap;
+
+	shimmy_on_message on_msg;
+	void *on_msg_ctx;
+	shimmy_on_connection on_conn;
+	void *on_conn_ctx;
+
+	pthread_t th;
+	bool th_running, th_stop;
+	bool pumping;
+
+	op_wait waits[SESSION_OPS_MAX];
+	uint64_t stats[SHIMMY_STAT__COUNT];
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+const char *shimmy_strerror(int err)
+{
+	switch (err) {
+	case SHIMMY_OK: return "success";
+	case SHIMMY_ERR_INVALID: return "invalid argument";
+	case SHIMMY_ERR_NOMEM: return "out of memory";
+	case SHIMMY_ERR_URI: return "bad broker URI or unknown host";
+	case SHIMMY_ERR_UNSUPPORTED: return "not supported (yet)";
+	case SHIMMY_ERR_TIMEOUT: return "timed out";
+	case SHIMMY_ERR_AGAIN: return "nothing available now";
+	case SHIMMY_ERR_NOT_CONNECTED: return "not connected";
+	case SHIMMY_ERR_CONN_LOST: return "connection lost";
+	case SHIMMY_ERR_REFUSED: return "connection refused by the broker";
+	case SHIMMY_ERR_PROTOCOL: return "protocol error by the broker";
+	case SHIMMY_ERR_NO_SHM: return "shared-memory extension not negotiated";
+	case SHIMMY_ERR_BUSY: return "busy: a message or loan is still outstanding";
+	case SHIMMY_ERR_STATE: return "not allowed in this mode or state";
+	case SHIMMY_ERR_TOO_LARGE: return "packet larger than the broker accepts";
+	case SHIMMY_ERR_SUBSCRIBE: return "subscription refused by the broker";
+	default:
+		if (err < 0 && err >= -4095)
+			return strerror(-err);
+		return "unknown error";
+	}
+}
+
+/* ------------------------------------------------------------ wakeups */
+
+static void ev_update(shimmy_client *c)
+{
+	bool want = c->pq_n > 0 && !c->borrowed;
+	uint64_t v = 1;
+
+	if (want == c->ev_set)
+		return;
+	if (want) {
+		if (write(c->evfd, &v, sizeof(v)) < 0) { /* cannot overflow at 1 */ }
+	} else {
+		if (read(c->evfd, &v, sizeof(v)) < 0) { /* already clear */ }
+	}
+	c->ev_set = want;
+}
+
+static void ep_update_out(shimmy_client *c)
+{
+	bool want = c->fd >= 0 && outq_pending(&c->s.out) > 0;
+	struct epoll_event e = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.fd = c->fd };
+
+	if (c->fd < 0 || want == c->ep_out)
+		return;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_MOD, c->fd, &e) == 0)
+		c->ep_out = want;
+}
+
+static void wake_thread(shimmy_client *c)
+{
+	uint64_t v = 1;
+
+	if (c->th_running && write(c->wakefd, &v, sizeof(v)) < 0) { /* counter full: already awake */ }
+}
+
+/* ------------------------------------------------------------ connection */
+
+static void close_socket(shimmy_client *c)
+{
+	if (c->fd >= 0) {
+		epoll_ctl(c->epfd, EPOLL_CTL_DEL, c->fd, NULL);
+		close(c->fd);
+		c->fd = -1;
+		c->ep_out = false;
+	}
+	/* Unread input belongs to the dead connection, except messages
+	 * already queued for recv(), which stay deliverable. */
+	c->in_wr = c->in_rd;
+}
+
+static void fail_waits(shimmy_client *c, int err)
+{
+	for (int i = 0; i < SESSION_OPS_MAX; i++) {
+		if (c->waits[i].pid && !c->waits[i].done) {
+			c->waits[i].done = true;
+			c->waits[i].err = err;
+		}
+	}
+}
+
+/* The connection is gone (err says why). Schedules a reconnect if asked. */
+static void conn_lost(shimmy_client *c, int err)
+{
+	bool was_up = c->s.state == SESS_CONNECTED;
+
+	close_socket(c);
+	session_lost(&c->s);
+	c->shm_active = false;
+	c->conn_err = err ? err : SHIMMY_ERR_CONN_LOST;
+	fail_waits(c, c->conn_err);
+	if (was_up)
+		c->conn_event = c->conn_err;
+	if (c->want_conn && (c->o.flags & SHIMMY_OPT_RECONNECT)) {
+		c->reconnect_at = now_ms() + (uint64_t)c->backoff_ms;
+		c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+	}
+	pthread_cond_broadcast(&c->cv);
+}
+
+static int flush_out(shimmy_client *c)
+{
+	ssize_t n;
+
+	if (c->fd < 0)
+		return 0;
+	n = conn_flush(c->fd, &c->s.out);
+	if (n < 0) {
+		conn_lost(c, (int)n);
+		return (int)n;
+	}
+	return 0;
+}
+
+/* Opens the socket and queues CONNECT. Blocks for the TCP/unix connect. */
+static int start_connect(shimmy_client *c, int timeout_ms)
+{
+	struct epoll_event e = { .events = EPOLLIN };
+	int fd, rc;
+
+	fd = conn_open(&c->u, timeout_ms);
+	if (fd < 0)
+		return fd;
+	e.data.fd = fd;
+	if (epoll_ctl(c->epfd, EPOLL_CTL_ADD, fd, &e) < 0) {
+		rc = -errno;
+		close(fd);
+		return rc;
+	}
+	c->fd = fd;
+	c->in_rd = c->in_wr = c->pq_n ? c->in_wr : 0;
+	c->conn_err = 0;
+	c->shm_active = false;
+	rc = session_start(&c->s, now_ms());
+	if (rc == 0)
+		rc = flush_out(c);
+	if (rc) {
+		close_socket(c);
+		session_lost(&c->s);
+		return rc;
+	}
+	c->connect_ms = now_ms();
+	return 0;
+}
+
+/* ------------------------------------------------------------ input */
+
+static int tbuf_fit(shimmy_client *c, size_t n)
+{
+	if (n + 1 > c->tcap) {
+		size_t nc = c->tcap ? c->tcap : 256;
+		while (nc < n + 1)
+			nc *= 2;
+		char *t = realloc(c->tbuf, nc);
+		if (!t)
+			return SHIMMY_ERR_NOMEM;
+		c->tbuf = t;
+		c->tcap = nc;
+	}
+	return 0;
+}
+
+static int msg_fill(shimmy_client *c, const mqtt_publish *p)
+{
+	if (tbuf_fit(c, p->topic.len))
+		return SHIMMY_ERR_NOMEM;
+	memcpy(c->tbuf, p->topic.ptr, p->topic.len);
+	c->tbuf[p->topic.len] = '\0';
+	c->msg.topic = c->tbuf;
+	c->msg.topic_len = p->topic.len;
+	c->msg.payload = p->payload.ptr;
+	c->msg.len = p->payload.len;
+	c->msg.qos = p->qos;
+	c->msg.retain = p->retain;
+	props_view(&c->msg.props, c->s.cfg.version == MQTT_V5 ? &p->props : NULL);
+	return 0;
+}
+
+static int pq_push(shimmy_client *c, size_t off, size_t len)
+{
+	if (c->pq_n == c->pq_cap) {
+		size_t nc = c->pq_cap ? c->pq_cap * 2 : 64;
+		pending_msg *n = malloc(nc * sizeof(*n));
+		if (!n)
+			return SHIMMY_ERR_NOMEM;
+		for (size_t i = 0; i < c->pq_n; i++)
+			n[i] = c->pq[(c->pq_head + i) % c->pq_cap];
+		free(c->pq);
+		c->pq = n;
+		c->pq_cap = nc;
+		c->pq_head = 0;
+	}
+	c->pq[(c->pq_head + c->pq_n) % c->pq_cap] = (pending_msg){ off, len };
+	c->pq_n++;
+	return 0;
+}
+
+/* Makes room to read: compacts (when nothing is borrowed) and grows. */
+static size_t in_room(shimmy_client *c)
+{
+	size_t base = c->pq_n ? c->pq[c->pq_head].off : c->in_rd;
+	uint32_t need = 0;
+
+	if (!c->borrowed && base > 0 && (c->in_wr == c->in_cap || base >= c->in_cap / 2)) {
+		memmove(c->in, c->in + base, c->in_wr - base);
+		for (size_t i = 0; i < c->pq_n; i++)
+			c->pq[(c->pq_head + i) % c->pq_cap].off -= base;
+		c->in_rd -= base;
+		c->in_wr -= base;
+	}
+	if (c->in_wr < c->in_cap)
+		return c->in_cap - c->in_wr;
+	if (c->borrowed)
+		return 0; /* views into c->in must not move */
+	if (mqtt_packet_size(c->in + c->in_rd, c->in_wr - c->in_rd, &need) < 0)
+		need = 0;
+	size_t nc = c->in_cap ? c->in_cap * 2 : IN_MIN;
+	while (nc < c->in_wr + 1 || (need && nc < c->in_rd + need))
+		nc *= 2;
+	if (nc > IN_MAX)
+		nc = IN_MAX;
+	if (nc <= c->in_cap)
+		return 0; /* at the limit: stop reading, TCP pushes back */
+	uint8_t *n = realloc(c->in, nc);
+	if (!n)
+		return 0;
+	c->in = n;
+	c->in_cap = nc;
+	return c->in_cap - c->in_wr;
+}
+
+static void deliver_cb(shimmy_client *c, const mqtt_publish *p)
+{
+	shimmy_on_message cb = c->on_msg;
+	void *ctx = c->on_msg_ctx;
+
+	if (msg_fill(c, p))
+		return;
+	pthread_mutex_unlock(&c->mu);
+	cb(c, &c->msg, ctx);
+	pthread_mutex_lock(&c->mu);
+}
+
+static void on_event(shimmy_client *c, const session_event *ev, size_t off, size_t len)
+{
+	switch (ev->type) {
+	case SEV_CONNACK:
+		c->last_reason = ev->reason;
+		if (ev->reason != 0) {
+			conn_lost(c, SHIMMY_ERR_REFUSED);
+			return;
+		}
+		c->shm_active = c->s.shm_echoed;
+		if ((c->o.flags & SHIMMY_OPT_REQUIRE_SHM) && !c->shm_active) {
+			session_disconnect(&c->s, 0);
+			flush_out(c);
+			conn_lost(c, SHIMMY_ERR_NO_SHM);
+			return;
+		}
+		if (c->ever_connected)
+			c->stats[SHIMMY_STAT_RECONNECTS]++;
+		c->ever_connected = true;
+		c->backoff_ms = BACKOFF_MIN_MS;
+		c->reconnect_at = 0;
+		c->conn_event = 0;
+		break;
+	case SEV_MESSAGE:
+		c->stats[SHIMMY_STAT_RX_MSGS]++;
+		c->stats[SHIMMY_STAT_RX_BYTES] += ev->msg.payload.len;
+		if (c->on_msg)
+			deliver_cb(c, &ev->msg);
+		else if (pq_push(c, off, len))
+			c->stats[SHIMMY_STAT_LOST_MSGS]++; /* out of memory */
+		break;
+	case SEV_SUBACK:
+	case SEV_UNSUBACK:
+		c->last_reason = ev->reason;
+		for (int i = 0; i < SESSION_OPS_MAX; i++) {
+			if (c->waits[i].pid == ev->pid && !c->waits[i].done) {
+				c->waits[i].done = true;
+				c->waits[i].reason = ev->reason;
+			}
+		}
+		break;
+	case SEV_DISCONNECT:
+		c->last_reason = ev->reason;
+		conn_lost(c, SHIMMY_ERR_CONN_LOST);
+		return;
+	default:
+		break;
+	}
+	pthread_cond_broadcast(&c->cv);
+}
+
+/* Applies every whole packet buffered in c->in. */
+static void drain_input(shimmy_client *c)
+{
+	session_event ev;
+
+	while (c->fd >= 0 && c->in_rd < c->in_wr) {
+		size_t off = c->in_rd;
+		long n = session_input(&c->s, c->in + off, c->in_wr - off, now_ms(), &ev);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (n == SHIMMY_ERR_PROTOCOL) {
+				/* [MQTT-4.13.1-1]: close, saying why (v5). */
+				c->s.state = SESS_CONNECTED;
+				session_disconnect(&c->s, ev.reason);
+				flush_out(c);
+			}
+			conn_lost(c, (int)n);
+			return;
+		}
+		c->in_rd += (size_t)n;
+		on_event(c, &ev, off, (size_t)n);
+	}
+}
+
+/* Reads what the socket has (bounded), applying packets as they come. */
+static void read_input(shimmy_client *c)
+{
+	for (int i = 0; i < READS_PER_PUMP && c->fd >= 0; i++) {
+		size_t room = in_room(c);
+		if (room == 0)
+			return;
+		ssize_t n = conn_read(c->fd, c->in + c->in_wr, room);
+		if (n == 0)
+			return;
+		if (n < 0) {
+			drain_input(c);
+			if (c->fd >= 0)
+				conn_lost(c, (int)n);
+			return;
+		}
+		c->in_wr += (size_t)n;
+		drain_input(c);
+		if ((size_t)n < room)
+			return;
+	}
+}
+
+/* Timers: CONNACK timeout, keepalive, reconnect. */
+static void run_timers(shimmy_client *c)
+{
+	uint64_t now = now_ms();
+
+	if (c->fd >= 0 && c->s.state == SESS_CONNECTING &&
+	    now - c->connect_ms >= (uint64_t)c->o.timeout_ms) {
+		conn_lost(c, SHIMMY_ERR_TIMEOUT);
+	} else if (c->fd >= 0) {
+		int rc = session_tick(&c->s, now);
+		if (rc)
+			conn_lost(c, rc == SHIMMY_ERR_TIMEOUT ? SHIMMY_ERR_CONN_LOST : rc);
+	}
+	if (c->fd < 0 && c->reconnect_at && now >= c->reconnect_at && c->want_conn) {
+		c->reconnect_at = 0;
+		int rc = start_connect(c, c->o.timeout_ms < 2000 ? c->o.timeout_ms : 2000);
+		if (rc)
+			conn_lost(c, rc);
+	}
+}
+
+static int timeout_ms_locked(shimmy_client *c)
+{
+	uint64_t now = now_ms();
+	int t = -1;
+
+	if (c->fd >= 0) {
+		t = session_next_timeout(&c->s, now);
+		if (c->s.state == SESS_CONNECTING) {
+			uint64_t due = c->connect_ms + (uint64_t)c->o.timeout_ms;
+			int k = due > now ? (int)(due - now) : 0;
+			if (t < 0 || k < t)
+				t = k;
+		}
+	} else if (c->reconnect_at) {
+		t = c->reconnect_at > now ? (int)(c->reconnect_at - now) : 0;
+	}
+	return t;
+}
+
+/* Runs the pending on_connection notification without the lock. */
+static void notify_conn(shimmy_client *c)
+{
+	if (c->conn_event == 1)
+		return;
+	int st = c->conn_event;
+	shimmy_on_connection cb = c->on_conn;
+	void *ctx = c->on_conn_ctx;
+	c->conn_event = 1;
+	if (!cb)
+		return;
+	pthread_mutex_unlock(&c->mu);
+	cb(c, st, ctx);
+	pthread_mutex_lock(&c->mu);
+}
+
+/*
+ * One round of the protocol: waits at most wait_ms (-1: until something
+ * happens) for input, output room or a timer, then reads, applies, writes
+ * and runs timers. Called with the lock held and c->pumping set; drops the
+ * lock while it sleeps.
+ */
+static void pump_once(shimmy_client *c, int wait_ms)
+{
+	struct pollfd pfd[2];
+	int n = 0, t = timeout_ms_locked(c);
+
+	if (t < 0 || (wait_ms >= 0 && wait_ms < t))
+		t = wait_ms;
+	if (c->fd >= 0) {
+		pfd[n].fd = c->fd;
+		pfd[n].events = POLLIN | (outq_pending(&c->s.out) ? POLLOUT : 0);
+		n++;
+	}
+	if (c->th_running && pthread_equal(pthread_self(), c->th)) {
+		pfd[n].fd = c->wakefd;
+		pfd[n].events = POLLIN;
+		n++;
+	}
+	if (t != 0) {
+		pthread_mutex_unlock(&c->mu);
+		poll(pfd, (nfds_t)n, t);
+		pthread_mutex_lock(&c->mu);
+		for (int i = 0; i < n; i++) {
+			uint64_t v;
+			if (pfd[i].fd == c->wakefd && (pfd[i].revents & POLLIN) &&
+			    read(c->wakefd, &v, sizeof(v)) < 0) { /* spurious */ }
+		}
+	}
+	if (c->fd >= 0)
+		read_input(c);
+	flush_out(c);
+	run_timers(c);
+	flush_out(c);
+	notify_conn(c);
+	ep_update_out(c);
+	ev_update(c);
+	pthread_cond_broadcast(&c->cv);
+}
+
+typedef bool (*wait_pred)(shimmy_client *c, void *arg);
+
+/*
+ * Waits (lock held) until pred holds, the deadline passes (0: never) or,
+ * when stop_on_loss, the connection is gone for good. Pumps the protocol
+ * itself unless another thread does.
+ */
+static int wait_until(shimmy_client *c, wait_pred pred, void *arg, uint64_t deadline,
+		      bool stop_on_loss)
+{
+	for (;;) {
+		if (pred(c, arg))
+			return 0;
+		if (stop_on_loss && c->fd < 0 && !c->reconnect_at)
+			return c->conn_err ? c->conn_err : SHIMMY_ERR_NOT_CONNECTED;
+		uint64_t now = now_ms();
+		if (deadline && now >= deadline)
+			return SHIMMY_ERR_TIMEOUT;
+		int left = deadline ? (int)(deadline - now) : -1;
+		if (c->th_running || c->pumping) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			int step = left < 0 || left > 100 ? 100 : left;
+			ts.tv_nsec += (long)step * 1000000;
+			ts.tv_sec += ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+		} else {
+			c->pumping = true;
+			pump_once(c, left);
+			c->pumping = false;
+		}
+	}
+}
+
+static uint64_t deadline_of(shimmy_client *c, int timeout_ms)
+{
+	if (timeout_ms < 0)
+		timeout_ms = c->o.timeout_ms;
+	return now_ms() + (uint64_t)timeout_ms;
+}
+
+/* ------------------------------------------------------------ lifecycle */
+
+shimmy_client *shimmy_client_create(const char *uri_s, const shimmy_opts *opts, int *err)
+{
+	shimmy_client *c;
+	session_cfg cfg;
+	int rc = SHIMMY_ERR_NOMEM;
+	struct epoll_event e = { .events = EPOLLIN };
+
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		goto out;
+	c->fd = c->epfd = c->evfd = c->wakefd = -1;
+	c->conn_event = 1;
+	c->backoff_ms = BACKOFF_MIN_MS;
+	rc = uri_parse(uri_s, getenv("SHIMMY_SOCKET"), &c->u);
+	if (rc)
+		goto out_free;
+	if (c->u.scheme == URI_TLS) {
+		rc = SHIMMY_ERR_UNSUPPORTED; /* tls:// is not supported yet */
+		goto out_free;
+	}
+	rc = opts_copy(&c->o, opts);
+	if (rc)
+		goto out_free;
+	if (c->o.client_id) {
+		c->client_id = strdup(c->o.client_id);
+	} else {
+		char id[32];
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		snprintf(id, sizeof(id), "shimmy-%d-%lx", (int)getpid(),
+			 (unsigned long)(ts.tv_nsec ^ (long)(uintptr_t)c) & 0xffffff);
+		c->client_id = strdup(id);
+	}
+	rc = SHIMMY_ERR_NOMEM;
+	if (!c->client_id)
+		goto out_opts;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.version = c->o.version == SHIMMY_MQTT_311 ? MQTT_V311 : MQTT_V5;
+	cfg.clean_start = !(c->o.flags & SHIMMY_OPT_NO_CLEAN);
+	cfg.offer_shm = c->u.scheme == URI_UNIX && cfg.version == MQTT_V5 &&
+			!(c->o.flags & SHIMMY_OPT_NO_SHM);
+	cfg.resubscribe = c->o.flags & SHIMMY_OPT_RECONNECT;
+	cfg.keepalive_s = c->o.keepalive_s;
+	cfg.window = c->o.window;
+	cfg.session_expiry = c->o.session_expiry;
+	cfg.client_id = c->client_id;
+	cfg.username = c->o.username;
+	cfg.password = c->o.password;
+	cfg.password_len = c->o.password_len;
+	if (c->o.has_will) {
+		cfg.will = true;
+		cfg.will_topic = c->o.will_topic;
+		cfg.will_payload = c->o.will_payload;
+		cfg.will_len = c->o.will_len;
+		cfg.will_qos = (uint8_t)c->o.will_qos;
+		cfg.will_retain = c->o.will_flags & SHIMMY_PUB_RETAIN;
+		cfg.will_props = props_mqtt(&c->o.will_props);
+	}
+	if ((c->o.flags & SHIMMY_OPT_REQUIRE_SHM) && cfg.version != MQTT_V5) {
+		rc = SHIMMY_ERR_INVALID; /* the extension is negotiated in MQTT 5 */
+		goto out_id;
+	}
+	rc = session_init(&c->s, &cfg);
+	if (rc)
+		goto out_id;
+	c->epfd = epoll_create1(EPOLL_CLOEXEC);
+	c->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	c->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	e.data.fd = c->evfd;
+	if (c->epfd < 0 || c->evfd < 0 || c->wakefd < 0 ||
+	    epoll_ctl(c->epfd, EPOLL_CTL_ADD, c->evfd, &e) < 0) {
+		rc = -errno;
+		goto out_fds;
+	}
+	pthread_mutex_init(&c->mu, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_cond_init(&c->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (err)
+		*err = 0;
+	return c;
+
+out_fds:
+	if (c->epfd >= 0)
+		close(c->epfd);
+	if (c->evfd >= 0)
+		close(c->evfd);
+	if (c->wakefd >= 0)
+		close(c->wakefd);
+	session_fini(&c->s);
+out_id:
+	free(c->client_id);
+out_opts:
+	opts_fini(&c->o);
+out_free:
+	free(c);
+	c = NULL;
+out:
+	if (err)
+		*err = rc;
+	return NULL;
+}
+
+void shimmy_client_destroy(shimmy_client *c)
+{
+	if (!c)
+		return;
+	shimmy_client_stop_thread(c);
+	pthread_mutex_lock(&c->mu);
+	c->want_conn = false;
+	close_socket(c);
+	pthread_mutex_unlock(&c->mu);
+	session_fini(&c->s);
+	close(c->epfd);
+	close(c->evfd);
+	close(c->wakefd);
+	free(c->in);
+	free(c->pq);
+	free(c->tbuf);
+	free(c->client_id);
+	opts_fini(&c->o);
+	pthread_cond_destroy(&c->cv);
+	pthread_mutex_destroy(&c->mu);
+	free(c);
+}
+
+static bool pred_connected(shimmy_client *c, void *arg)
+{
+	return c->s.state == SESS_CONNECTED;
+}
+
+int shimmy_client_connect(shimmy_client *c, int timeout_ms)
+{
+	uint64_t deadline;
+	int rc;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	deadline = deadline_of(c, timeout_ms);
+	if (c->fd >= 0 || c->s.state != SESS_IDLE) {
+		rc = SHIMMY_ERR_STATE;
+		goto out;
+	}
+	c->want_conn = true;
+	c->reconnect_at = 0;
+	rc = start_connect(c, (int)(deadline - now_ms()));
+	if (rc == 0) {
+		/* The first connect reports its failure instead of retrying. */
+		unsigned fl = c->o.flags;
+		c->o.flags &= ~(unsigned)SHIMMY_OPT_RECONNECT;
+		rc = wait_until(c, pred_connected, NULL, deadline, true);
+		c->o.flags = fl;
+		c->reconnect_at = 0;
+	}
+	if (rc) {
+		if (c->fd >= 0)
+			conn_lost(c, rc);
+		c->reconnect_at = 0;
+		c->want_conn = false;
+		c->conn_event = 1;
+	} else {
+		c->conn_event = 1; /* the caller knows; no callback for this one */
+		wake_thread(c);
+	}
+out:
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static bool pred_flushed(shimmy_client *c, void *arg)
+{
+	return c->fd < 0 || outq_pending(&c->s.out) == 0;
+}
+
+int shimmy_client_disconnect(shimmy_client *c, int timeout_ms)
+{
+	int rc = 0;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	c->want_conn = false;
+	c->reconnect_at = 0;
+	if (c->fd >= 0 && c->s.state == SESS_CONNECTED) {
+		session_disconnect(&c->s, 0);
+		flush_out(c);
+		rc = wait_until(c, pred_flushed, NULL, deadline_of(c, timeout_ms), false);
+	} else if (c->fd < 0) {
+		rc = SHIMMY_ERR_NOT_CONNECTED;
+	}
+	close_socket(c);
+	session_lost(&c->s);
+	c->shm_active = false;
+	c->conn_err = SHIMMY_ERR_NOT_CONNECTED;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_client_shm_active(const shimmy_client *c)
+{
+	return c && c->shm_active;
+}
+
+int shimmy_client_reason(const shimmy_client *c)
+{
+	return c ? c->last_reason : 0;
+}
+
+int shimmy_client_session_present(const shimmy_client *c)
+{
+	return c && c->s.session_present;
+}
+
+/* ------------------------------------------------------------ publishing */
+
+static bool pred_window(shimmy_client *c, void *arg)
+{
+	return session_window_open(&c->s) && outq_pending(&c->s.out) < OUT_HIGH_WATER;
+}
+
+/* Before queueing more: wait for room in the window (QoS > 0) and below
+ * the output high-water mark. */
+static int wait_room(shimmy_client *c, int qos)
+{
+	if (c->fd < 0 && !(c->o.flags & SHIMMY_OPT_RECONNECT && c->want_conn))
+		return SHIMMY_ERR_NOT_CONNECTED;
+	if ((qos == 0 || session_window_open(&c->s)) && outq_pending(&c->s.out) < OUT_HIGH_WATER)
+		return 0;
+	return wait_until(c, pred_window, NULL, deadline_of(c, -1),
+			  !(c->o.flags & SHIMMY_OPT_RECONNECT));
+}
+
+static void after_queue(shimmy_client *c)
+{
+	flush_out(c);
+	ep_update_out(c);
+	if (outq_pending(&c->s.out))
+		wake_thread(c);
+}
+
+int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
+		   size_t len, int qos, unsigned flags, const shimmy_props *props)
+{
+	int rc;
+
+	if (!c || qos < 0 || qos > 2)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	rc = wait_room(c, qos);
+	if (rc == 0)
+		rc = session_publish(&c->s, topic, payload, len, qos, flags, props_mqtt(props),
+				     now_ms());
+	if (rc == 0) {
+		c->stats[SHIMMY_STAT_TX_MSGS]++;
+		c->stats[SHIMMY_STAT_TX_BYTES] += len;
+		after_queue(c);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
+		      const shimmy_props *props, void **buf)
+{
+	uint8_t *b = NULL;
+	int rc;
+
+	if (!c || !buf)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	rc = session_loan(&c->s, topic, len, props_mqtt(props), &b);
+	pthread_mutex_unlock(&c->mu);
+	*buf = b;
+	return rc;
+}
+
+int shimmy_loan(shimmy_client *c, const char *topic, size_t len, void **buf)
+{
+	return shimmy_loan_props(c, topic, len, NULL, buf);
+}
+
+int shimmy_commit(shimmy_client *c, void *buf, int qos, unsigned flags)
+{
+	int rc;
+
+	if (!c || !buf || qos < 0 || qos > 2)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	rc = wait_room(c, qos);
+	if (rc == 0) {
+		size_t len = 0;
+		for (session_lbuf *lb = c->s.open; lb; lb = lb->next)
+			if (lb->mem + lb->room == buf)
+				len = lb->len;
+		rc = session_commit(&c->s, buf, qos, flags, now_ms());
+		if (rc == 0) {
+			c->stats[SHIMMY_STAT_TX_MSGS]++;
+			c->stats[SHIMMY_STAT_TX_BYTES] += len;
+			after_queue(c);
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+void shimmy_loan_abort(shimmy_client *c, void *buf)
+{
+	if (!c || !buf)
+		return;
+	pthread_mutex_lock(&c->mu);
+	session_loan_abort(&c->s, buf);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static bool pred_all_acked(shimmy_client *c, void *arg)
+{
+	return outq_pending(&c->s.out) == 0 && c->s.inflight == 0;
+}
+
+int shimmy_client_flush(shimmy_client *c, int timeout_ms)
+{
+	int rc;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	rc = wait_until(c, pred_all_acked, NULL, deadline_of(c, timeout_ms),
+			!(c->o.flags & SHIMMY_OPT_RECONNECT));
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+/* ------------------------------------------------------------ subscribing */
+
+static bool pred_op_done(shimmy_client *c, void *arg)
+{
+	return ((op_wait *)arg)->done;
+}
+
+static int sub_common(shimmy_client *c, const char *filter, int qos, unsigned options,
+		      bool unsub)
+{
+	op_wait *w = NULL;
+	uint16_t pid = 0;
+	int rc;
+
+	if (!c || !filter || qos < 0 || qos > 2)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	for (int i = 0; i < SESSION_OPS_MAX && !w; i++)
+		if (c->waits[i].pid == 0)
+			w = &c->waits[i];
+	if (!w) {
+		rc = SHIMMY_ERR_BUSY;
+		goto out;
+	}
+	rc = unsub ? session_unsubscribe(&c->s, filter, now_ms(), &pid)
+		   : session_subscribe(&c->s, filter, (uint8_t)(qos | (options & 0x3C)),
+				       now_ms(), &pid);
+	if (rc)
+		goto out;
+	*w = (op_wait){ .pid = pid };
+	after_queue(c);
+	rc = wait_until(c, pred_op_done, w, deadline_of(c, -1), false);
+	if (rc == 0)
+		rc = w->err;
+	if (rc == 0) {
+		if (w->reason >= 0x80)
+			rc = SHIMMY_ERR_SUBSCRIBE;
+		else if (!unsub)
+			rc = w->reason; /* granted QoS */
+	}
+	w->pid = 0;
+	w->done = false;
+out:
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_subscribe(shimmy_client *c, const char *filter, int qos, unsigned options)
+{
+	return sub_common(c, filter, qos, options, false);
+}
+
+int shimmy_unsubscribe(shimmy_client *c, const char *filter)
+{
+	return sub_common(c, filter, 0, 0, true);
+}
+
+/* ------------------------------------------------------------ receiving */
+
+const char *shimmy_msg_topic(const shimmy_msg *m, size_t *len)
+{
+	if (len)
+		*len = m->topic_len;
+	return m->topic;
+}
+
+const void *shimmy_msg_payload(const shimmy_msg *m, size_t *len)
+{
+	if (len)
+		*len = m->len;
+	return m->payload ? (const void *)m->payload : (const void *)"";
+}
+
+int shimmy_msg_qos(const shimmy_msg *m)
+{
+	return m->qos;
+}
+
+int shimmy_msg_retain(const shimmy_msg *m)
+{
+	return m->retain;
+}
+
+const shimmy_props *shimmy_msg_props(const shimmy_msg *m)
+{
+	return &m->props;
+}
+
+void shimmy_client_set_on_message(shimmy_client *c, shimmy_on_message cb, void *ctx)
+{
+	pthread_mutex_lock(&c->mu);
+	c->on_msg = cb;
+	c->on_msg_ctx = ctx;
+	pthread_mutex_unlock(&c->mu);
+}
+
+void shimmy_client_set_on_connection(shimmy_client *c, shimmy_on_connection cb, void *ctx)
+{
+	pthread_mutex_lock(&c->mu);
+	c->on_conn = cb;
+	c->on_conn_ctx = ctx;
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* Hands out the oldest queued message (lock held). */
+static int pop_msg(shimmy_client *c, shimmy_msg **out)
+{
+	mqtt_packet pkt;
+	pending_msg pm;
+	int n;
+
+	while (c->pq_n) {
+		pm = c->pq[c->pq_head];
+		c->pq_head = (c->pq_head + 1) % c->pq_cap;
+		c->pq_n--;
+		/* Decoded and validated once already; decoding again just
+		 * rebuilds the views. */
+		n = mqtt_decode(c->in + pm.off, pm.len, c->s.cfg.version, 0, &pkt);
+		if (n <= 0 || pkt.type != MQTT_PUBLISH || msg_fill(c, &pkt.u.publish))
+			continue;
+		c->borrowed = true;
+		*out = &c->msg;
+		ev_update(c);
+		return 0;
+	}
+	return SHIMMY_ERR_AGAIN;
+}
+
+static bool pred_has_msg(shimmy_client *c, void *arg)
+{
+	return c->pq_n > 0;
+}
+
+int shimmy_recv(shimmy_client *c, shimmy_msg **msg, int timeout_ms)
+{
+	int rc;
+
+	if (!c || !msg)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (c->borrowed)
+		rc = SHIMMY_ERR_BUSY;
+	else if (c->th_running || c->on_msg)
+		rc = SHIMMY_ERR_STATE;
+	else {
+		uint64_t dl = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
+		rc = wait_until(c, pred_has_msg, NULL, dl,
+				!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
+		if (rc == 0)
+			rc = pop_msg(c, msg);
+		else if (rc != SHIMMY_ERR_TIMEOUT && c->pq_n)
+			rc = pop_msg(c, msg);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_try_recv(shimmy_client *c, shimmy_msg **msg)
+{
+	int rc;
+
+	if (!c || !msg)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (c->borrowed) {
+		rc = SHIMMY_ERR_BUSY;
+	} else if (c->th_running || c->on_msg) {
+		rc = SHIMMY_ERR_STATE;
+	} else {
+		if (!c->pq_n && !c->pumping) {
+			c->pumping = true;
+			pump_once(c, 0);
+			c->pumping = false;
+		}
+		rc = pop_msg(c, msg);
+		if (rc == SHIMMY_ERR_AGAIN && c->fd < 0 && c->conn_err && !c->reconnect_at)
+			rc = c->conn_err;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg)
+{
+	if (!c || msg != &c->msg)
+		return;
+	pthread_mutex_lock(&c->mu);
+	c->borrowed = false;
+	ev_update(c);
+	pthread_mutex_unlock(&c->mu);
+}
+
+/* ------------------------------------------------------------ caller loop */
+
+int shimmy_client_fd(const shimmy_client *c)
+{
+	return c ? c->epfd : SHIMMY_ERR_INVALID;
+}
+
+int shimmy_client_process(shimmy_client *c)
+{
+	int rc = 0;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (c->th_running) {
+		rc = SHIMMY_ERR_STATE;
+	} else if (!c->pumping) {
+		c->pumping = true;
+		pump_once(c, 0);
+		c->pumping = false;
+		if (c->fd < 0 && !c->reconnect_at && c->want_conn)
+			rc = c->conn_err ? c->conn_err : SHIMMY_ERR_CONN_LOST;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_client_timeout_ms(shimmy_client *c)
+{
+	int t;
+
+	if (!c)
+		return -1;
+	pthread_mutex_lock(&c->mu);
+	t = timeout_ms_locked(c);
+	if (outq_pending(&c->s.out) && (t < 0 || t > 10))
+		t = 10; /* unsent output the socket refused: retry soon */
+	pthread_mutex_unlock(&c->mu);
+	return t;
+}
+
+/* ------------------------------------------------------------ thread */
+
+static void *thread_main(void *arg)
+{
+	shimmy_client *c = arg;
+
+	pthread_mutex_lock(&c->mu);
+	while (!c->th_stop) {
+		c->pumping = true;
+		pump_once(c, -1);
+		c->pumping = false;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return NULL;
+}
+
+int shimmy_client_start_thread(shimmy_client *c)
+{
+	int rc = 0;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (c->th_running || c->borrowed) {
+		rc = SHIMMY_ERR_STATE;
+	} else {
+		c->th_stop = false;
+		c->th_running = true;
+		rc = -pthread_create(&c->th, NULL, thread_main, c);
+		if (rc)
+			c->th_running = false;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+int shimmy_client_stop_thread(shimmy_client *c)
+{
+	pthread_t th;
+
+	if (!c)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (!c->th_running) {
+		pthread_mutex_unlock(&c->mu);
+		return SHIMMY_ERR_STATE;
+	}
+	c->th_stop = true;
+	th = c->th;
+	wake_thread(c);
+	pthread_mutex_unlock(&c->mu);
+	pthread_join(th, NULL);
+	pthread_mutex_lock(&c->mu);
+	c->th_running = false;
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+/* ------------------------------------------------------------ stats */
+
+uint64_t shimmy_client_stat(shimmy_client *c, shimmy_stat which)
+{
+	uint64_t v;
+
+	if (!c || (unsigned)which >= SHIMMY_STAT__COUNT)
+		return 0;
+	pthread_mutex_lock(&c->mu);
+	v = c->stats[which];
+	pthread_mutex_unlock(&c->mu);
+	return v;
+}

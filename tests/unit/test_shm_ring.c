@@ -1,0 +1,718 @@
+/*
+ * tests/unit/test_shm_ring.c — the SPMC broadcast log: copy and zero-copy
+ * paths, wrap-around, lapping with exact loss counts, reliable mode flow
+ * control and detach, closing, hostile segment contents, and stress across
+ * threads and processes.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "mqtt/error.h"
+#include "shmpath/notify.h"
+#include "shmpath/ring.h"
+#include "shmpath/ring_int.h"
+#include "shmpath/segment.h"
+
+#define NSLOTS 8
+#define PG 4096u
+
+/* A log, NSLOTS reader slot pages and NSLOTS bells in one MAP_SHARED
+ * anonymous mapping, so forked children share it. */
+struct fx {
+	uint8_t *mem;
+	size_t mem_len;
+	uint8_t *ring;
+	size_t ring_len;
+	uint8_t *slots;
+	uint8_t *bells;
+	shimmy_ring_writer *w;
+};
+
+static void fx_init(struct fx *f, size_t cap, uint32_t flags)
+{
+	shimmy_ring_params p = { .flags = flags, .readers_max = NSLOTS };
+
+	f->ring_len = shimmy_ring_region_size(cap);
+	f->mem_len = f->ring_len + (NSLOTS + 1) * PG;
+	f->mem = mmap(NULL, f->mem_len, PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	assert_true(f->mem != MAP_FAILED);
+	f->ring = f->mem;
+	f->slots = f->mem + f->ring_len;
+	f->bells = f->slots + NSLOTS * PG;
+	assert_int_equal(shimmy_ring_format(f->ring, f->ring_len, &p), 0);
+	assert_int_equal(shimmy_ring_writer_create(&f->w, f->ring, f->ring_len), 0);
+}
+
+static void fx_fini(struct fx *f)
+{
+	shimmy_ring_writer_destroy(f->w);
+	munmap(f->mem, f->mem_len);
+}
+
+static shimmy_bell *fx_bell(struct fx *f, uint32_t idx)
+{
+	return (shimmy_bell *)(void *)(f->bells + idx * 64);
+}
+
+/* Broker steps of an attach: slot page, reader, table entry, tracking. */
+static shimmy_ring_reader *fx_reader(struct fx *f, uint32_t idx, unsigned flags)
+{
+	shimmy_ring_reader *r;
+	uint8_t *slot = f->slots + idx * PG;
+
+	assert_int_equal(shimmy_ring_slot_format(slot, PG), 0);
+	assert_int_equal(shimmy_ring_reader_create(&r, f->ring, f->ring_len,
+						   slot, PG, idx, 100 + idx,
+						   flags), 0);
+	assert_int_equal(shimmy_ring_slot_set(f->ring, f->ring_len, idx,
+					      SHIMMY_RING_SLOT_ATTACHED,
+					      100 + idx), 0);
+	assert_non_null(shimmy_bell_init(fx_bell(f, idx), 64));
+	assert_int_equal(shimmy_ring_writer_track(f->w, idx, slot, PG,
+						  fx_bell(f, idx)), 0);
+	return r;
+}
+
+static void fill(uint8_t *p, uint32_t n, uint64_t seq)
+{
+	for (uint32_t i = 0; i < n; i++)
+		p[i] = (uint8_t)(seq * 31 + i);
+}
+
+static int check_fill(const uint8_t *p, uint32_t n, uint64_t seq)
+{
+	for (uint32_t i = 0; i < n; i++)
+		if (p[i] != (uint8_t)(seq * 31 + i))
+			return 0;
+	return 1;
+}
+
+static int pub(shimmy_ring_writer *w, uint64_t seq, uint32_t n, int64_t to)
+{
+	uint8_t buf[8192];
+
+	fill(buf, n, seq);
+	return shimmy_ring_publish(w, NULL, 0, buf, n, 0, to, 0);
+}
+
+static void test_publish_receive(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	const uint8_t props[] = { 0x01, 0x01 }; /* payload format: utf8 */
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 0);
+	assert_int_equal(shimmy_ring_publish(f.w, props, 2, "hello", 5,
+					     1 | SHIMMY_MSG_RETAIN, 0, 0), 0);
+	assert_int_equal(shimmy_ring_reader_ready(r), 1);
+	/* Too small a buffer: told the sizes, nothing consumed. */
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, 3), MQTT_ERR_NOSPACE);
+	assert_int_equal(m.props_len, 2);
+	assert_int_equal(m.payload_len, 5);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 1);
+	assert_int_equal(m.lost, 0);
+	assert_int_equal(m.flags, 1 | SHIMMY_MSG_RETAIN);
+	assert_memory_equal(m.props, props, 2);
+	assert_memory_equal(m.payload, "hello", 5);
+	assert_ptr_equal(m.props, buf);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 0);
+	assert_int_equal(shimmy_ring_reader_ready(r), 0);
+	/* Empty message. */
+	assert_int_equal(shimmy_ring_publish(f.w, NULL, 0, NULL, 0, 0, 0, 0), 0);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 2);
+	assert_int_equal(m.payload_len, 0);
+	/* Bad flags and oversize records are refused by the writer. */
+	assert_int_equal(shimmy_ring_publish(f.w, NULL, 0, "x", 1, 3, 0, 0),
+			 MQTT_ERR_INVALID);
+	assert_int_equal(shimmy_ring_publish(f.w, NULL, 0, buf, 20000, 0, 0, 0),
+			 MQTT_ERR_TOO_LARGE);
+	assert_int_equal(pub(f.w, 3, 10, 0), 0);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 3);
+	assert_true(check_fill(m.payload, 10, 3));
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_loan_borrow(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_loan l, l2;
+	shimmy_ring_msg m;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	/* An aborted loan is never seen and does not use a seq. */
+	assert_int_equal(shimmy_ring_reserve(f.w, 0, 100, 0, &l), 0);
+	assert_int_equal(shimmy_ring_reserve(f.w, 0, 100, 0, &l2), -EBUSY);
+	shimmy_ring_abort(f.w, &l);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 0);
+	assert_int_equal(shimmy_ring_reserve(f.w, 3, 1000, 0, &l), 0);
+	assert_int_equal(l.seq, 1);
+	assert_true(l.props >= f.ring + SHIMMY_RING_HDR_SIZE &&
+		    l.payload + 1000 <= f.ring + f.ring_len);
+	memcpy(l.props, "\x01\x00\x00", 3);
+	fill(l.payload, 1000, 1);
+	/* Not visible before commit. */
+	assert_int_equal(shimmy_ring_borrow(r, &m), 0);
+	assert_int_equal(shimmy_ring_commit(f.w, &l, 1, 0), 0);
+	assert_int_equal(shimmy_ring_commit(f.w, &l, 1, 0), MQTT_ERR_INVALID);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+	/* Zero copy: the message is where the writer put it. */
+	assert_ptr_equal(m.payload, l.payload);
+	assert_int_equal(m.props_len, 3);
+	assert_true(check_fill(m.payload, 1000, 1));
+	assert_int_equal(shimmy_ring_borrow(r, &m), -EBUSY);
+	assert_int_equal(shimmy_ring_release(r, &m), 0);
+	assert_int_equal(shimmy_ring_release(r, &m), MQTT_ERR_INVALID);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 0);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_wrap_around(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[8192];
+	uint64_t seq;
+	uint32_t n;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	/* Sizes that land records at every alignment near the end, over
+	 * many laps; the reader keeps pace so nothing is lost. */
+	for (seq = 1; seq <= 3000; seq++) {
+		n = (uint32_t)((seq * 977) % 4000);
+		assert_int_equal(pub(f.w, seq, n, 0), 0);
+		assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+		assert_int_equal(m.seq, seq);
+		assert_int_equal(m.lost, 0);
+		assert_int_equal(m.payload_len, n);
+		assert_true(check_fill(m.payload, n, seq));
+	}
+	/* The same with borrow, and with a backlog of half the ring. */
+	for (seq = 3001; seq <= 6000; seq += 10) {
+		for (uint64_t k = 0; k < 10; k++)
+			assert_int_equal(pub(f.w, seq + k, 2500, 0), 0);
+		for (uint64_t k = 0; k < 10; k++) {
+			assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+			assert_int_equal(m.seq, seq + k);
+			assert_true(check_fill(m.payload, 2500, seq + k));
+			assert_int_equal(shimmy_ring_release(r, &m), 0);
+		}
+	}
+	assert_int_equal(shimmy_ring_reader_lost(r), 0);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_lapping_exact_loss(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r, *late;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	uint64_t got = 0, lost = 0, last = 0, first = 0;
+	const uint64_t total = 2000; /* 2000 x 128 B = 4 laps of 64 KiB */
+	int rc;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	for (uint64_t s = 1; s <= total; s++)
+		assert_int_equal(pub(f.w, s, 96, 0), 0); /* 32 + 96 = 128 B */
+	late = fx_reader(&f, 1, SHIMMY_RING_FROM_HEAD);
+	while ((rc = shimmy_ring_receive(r, &m, buf, sizeof(buf))) == 1) {
+		if (!first) {
+			first = m.seq;
+			/* Everything before the first survivor was lost. */
+			assert_int_equal(m.lost, m.seq - 1);
+		} else {
+			assert_int_equal(m.seq, last + 1);
+			assert_int_equal(m.lost, 0);
+		}
+		assert_true(check_fill(m.payload, 96, m.seq));
+		lost += m.lost;
+		last = m.seq;
+		got++;
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(last, total);
+	assert_int_equal(got + lost, total);
+	assert_int_equal(shimmy_ring_reader_lost(r), lost);
+	/* Resync went to the oldest intact record: at least the effective
+	 * capacity (cap - cap/16 - one record) is still delivered. */
+	assert_true(got * 128 >= (64 << 10) - (4 << 10) - 256);
+	/* A reader attached from head sees the same survivors, no loss. */
+	assert_int_equal(shimmy_ring_receive(late, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, first);
+	assert_int_equal(m.lost, 0);
+	/* Lapped again mid-stream: loss reported on the next message. */
+	for (uint64_t s = total + 1; s <= total + 1000; s++)
+		assert_int_equal(pub(f.w, s, 96, 0), 0);
+	assert_int_equal(shimmy_ring_receive(late, &m, buf, sizeof(buf)), 1);
+	assert_true(m.lost > 0);
+	assert_int_equal(m.seq, first + 1 + m.lost);
+	shimmy_ring_reader_destroy(late);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_reliable_blocks(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	uint64_t s = 1;
+	struct timespec t0, t1;
+	int64_t waited;
+
+	(void)state;
+	fx_init(&f, 64 << 10, SHIMMY_RING_RELIABLE);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	while (pub(f.w, s, 96, 0) == 0)
+		s++;
+	/* Held back by the reader: roughly cap - cap/16 of 128 B records. */
+	assert_true((s - 1) * 128 >= (64 << 10) - (4 << 10) - 128);
+	assert_true((s - 1) * 128 <= (64 << 10));
+	assert_int_equal(pub(f.w, s, 96, 0), -EAGAIN);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(pub(f.w, s, 96, 5000000), -ETIMEDOUT);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	waited = (t1.tv_sec - t0.tv_sec) * 1000000000LL + t1.tv_nsec - t0.tv_nsec;
+	assert_true(waited >= 5000000);
+	/* The reader moves on: the writer may proceed, nothing was lost. */
+	for (int i = 0; i < 64; i++) {
+		assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+		assert_int_equal(m.seq, (uint64_t)i + 1);
+	}
+	assert_int_equal(pub(f.w, s, 96, 0), 0);
+	s++;
+	/* A dead reader (slot freed by the broker) stops holding it back. */
+	while (pub(f.w, s, 96, 0) == 0)
+		s++;
+	assert_int_equal(shimmy_ring_slot_set(f.ring, f.ring_len, 0,
+					      SHIMMY_RING_SLOT_FREE, 100), 0);
+	for (int i = 0; i < 2000; i++, s++)
+		assert_int_equal(pub(f.w, s, 96, 0), 0);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_reliable_detach(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r, *ok;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	uint64_t s = 1;
+	int rc = 1, n;
+	struct timespec ts;
+	int64_t now;
+
+	(void)state;
+	fx_init(&f, 64 << 10, SHIMMY_RING_RELIABLE);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	ok = fx_reader(&f, 1, SHIMMY_RING_FROM_TAIL);
+	while (pub(f.w, s, 96, 0) == 0)
+		s++;
+	while (shimmy_ring_receive(ok, &m, buf, sizeof(buf)) == 1)
+		;
+	/* First reap notes positions; a later one cuts the stuck reader
+	 * loose but leaves the caught-up one. */
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now, 500000), 0);
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now + 400000, 500000), 0);
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now + 600000, 500000), 1);
+	for (int i = 0; i < 1500; i++, s++) {
+		assert_int_equal(pub(f.w, s, 96, 0), 0);
+		assert_int_equal(shimmy_ring_receive(ok, &m, buf, sizeof(buf)), 1);
+		assert_int_equal(m.seq, s);
+	}
+	/* The detached reader drains what was intact, then learns it. */
+	for (n = 0; n < 10000 && rc == 1; n++)
+		rc = shimmy_ring_receive(r, &m, buf, sizeof(buf));
+	assert_int_equal(rc, -ENOLINK);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), -ENOLINK);
+	assert_int_equal(shimmy_ring_reader_ready(r), 1);
+	/* An explicit detach works the same way. */
+	assert_int_equal(shimmy_ring_writer_detach(f.w, 1), 0);
+	assert_int_equal(shimmy_ring_receive(ok, &m, buf, sizeof(buf)), -ENOLINK);
+	shimmy_ring_reader_destroy(ok);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+static void test_many_readers_and_close(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r[NSLOTS];
+	shimmy_ring_msg m;
+	uint8_t buf[2048];
+
+	(void)state;
+	fx_init(&f, 64 << 10, SHIMMY_RING_RELIABLE);
+	for (uint32_t i = 0; i < NSLOTS; i++)
+		r[i] = fx_reader(&f, i, SHIMMY_RING_FROM_TAIL);
+	for (uint64_t s = 1; s <= 5000; s++) {
+		assert_int_equal(pub(f.w, s, (uint32_t)(s % 1500), 0), 0);
+		for (uint32_t i = 0; i < NSLOTS; i++) {
+			if ((s + i) % 3)
+				continue; /* readers drain at different times */
+			while (shimmy_ring_receive(r[i], &m, buf, sizeof(buf)) == 1)
+				assert_true(check_fill(m.payload, m.payload_len,
+						       m.seq));
+		}
+	}
+	shimmy_ring_writer_close(f.w);
+	for (uint32_t i = 0; i < NSLOTS; i++) {
+		int rc;
+
+		while ((rc = shimmy_ring_receive(r[i], &m, buf, sizeof(buf))) == 1)
+			;
+		assert_int_equal(rc, -EPIPE);
+		assert_int_equal(shimmy_ring_reader_lost(r[i]), 0);
+		shimmy_ring_reader_destroy(r[i]);
+	}
+	fx_fini(&f);
+}
+
+/* A writer that resumes an existing log continues its sequence. */
+static void test_writer_resume(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	assert_int_equal(pub(f.w, 1, 10, 0), 0);
+	shimmy_ring_writer_destroy(f.w);
+	assert_int_equal(shimmy_ring_writer_create(&f.w, f.ring, f.ring_len), 0);
+	assert_int_equal(pub(f.w, 2, 10, 0), 0);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 2);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+/* ---- hostile segment contents ---------------------------------------- */
+
+static void test_garbage_header_rejected(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	uint8_t slot[PG] __attribute__((aligned(64)));
+	struct ring_hdr *h;
+	struct ring_hdr saved;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	h = (struct ring_hdr *)(void *)f.ring;
+	memcpy(&saved, h, sizeof(saved));
+	assert_int_equal(shimmy_ring_slot_format(slot, sizeof(slot)), 0);
+#define REJECT(stmt)                                                         \
+	do {                                                                 \
+		stmt;                                                        \
+		assert_int_equal(shimmy_ring_reader_create(&r, f.ring,       \
+				 f.ring_len, slot, sizeof(slot), 0, 1, 0),    \
+				 MQTT_ERR_MALFORMED);                         \
+		memcpy(h, &saved, sizeof(saved));                            \
+	} while (0)
+	REJECT(h->magic = 0);
+	REJECT(h->version = 2);
+	REJECT(h->data_cap = 1ull << 40);   /* beyond the mapping */
+	REJECT(h->data_cap = 3 << 14);      /* not a power of two */
+	REJECT(h->data_off = 0);
+	REJECT(h->max_record = 1 << 30);
+	REJECT(h->max_record = 100);
+	REJECT(h->readers_max = 100000);
+	REJECT(h->lookahead = 0);
+	REJECT(h->flags = 0x80);
+	REJECT(atomic_store(&h->head, 13); h->flags = 0;
+	       assert_int_equal(shimmy_ring_reader_create(&r, f.ring, f.ring_len,
+				slot, sizeof(slot), 0, 1, SHIMMY_RING_FROM_HEAD),
+				MQTT_ERR_MALFORMED); h->magic = 0);
+#undef REJECT
+	/* Too short a region or a misaligned one. */
+	assert_int_equal(shimmy_ring_reader_create(&r, f.ring, 4096, slot,
+						   sizeof(slot), 0, 1, 0),
+			 MQTT_ERR_MALFORMED);
+	assert_int_equal(shimmy_ring_reader_create(&r, f.ring + 8, f.ring_len - 8,
+						   slot, sizeof(slot), 0, 1, 0),
+			 MQTT_ERR_MALFORMED);
+	fx_fini(&f);
+}
+
+static void test_corrupt_records_rejected(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	struct rec_hdr *rec;
+	struct rec_hdr saved;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	assert_int_equal(pub(f.w, 1, 10, 0), 0);
+	rec = (struct rec_hdr *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE);
+	memcpy(&saved, rec, sizeof(saved));
+#define BAD(stmt)                                                            \
+	do {                                                                 \
+		stmt;                                                        \
+		assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), \
+				 MQTT_ERR_MALFORMED);                         \
+		assert_int_equal(shimmy_ring_borrow(r, &m), MQTT_ERR_MALFORMED);\
+		memcpy(rec, &saved, sizeof(saved));                          \
+	} while (0)
+	BAD(rec->rec_len = 0);
+	BAD(rec->rec_len = 65);
+	BAD(rec->rec_len = 0xffffffc0u);           /* past the data area */
+	BAD(rec->payload_len = 0xffffffffu);       /* overflow if 32-bit sum */
+	BAD(rec->props_len = 1000);                /* over rec_len */
+	BAD(rec->flags = 3);                       /* qos 3 */
+	BAD(rec->flags = 0x100);                   /* unknown flag */
+	BAD(rec->flags = REC_F_PAD);               /* pad not at the end */
+	BAD(rec->seq = 0);
+	BAD(rec->rec_len = 32768);                 /* over max_record */
+#undef BAD
+	/* Intact again: readable. Then a sequence that goes backwards. */
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(pub(f.w, 2, 10, 0), 0);
+	rec = (struct rec_hdr *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE + 64);
+	rec->seq = 1;
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)),
+			 MQTT_ERR_MALFORMED);
+	/* A garbage intent makes every record look lapped; bounded work. */
+	atomic_store(&((struct ring_hdr *)(void *)f.ring)->intent, UINT64_MAX);
+	assert_true(shimmy_ring_receive(r, &m, buf, sizeof(buf)) <= 0);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+/* Readers work over the subscriber's read-only segment mapping. */
+static void test_reader_on_readonly_segment(void **state)
+{
+	shimmy_seg w, ro;
+	shimmy_ring_writer *wr;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t slot[PG] __attribute__((aligned(64)));
+	uint8_t buf[64];
+	size_t wl, rl;
+	void *wm, *rm;
+	int fd;
+
+	(void)state;
+	assert_int_equal(shimmy_seg_create(&w, SHIMMY_SEG_LOG,
+					   shimmy_ring_region_size(64 << 10), 9), 0);
+	wm = shimmy_seg_body(&w, &wl);
+	assert_int_equal(shimmy_ring_format(wm, wl, NULL), 0);
+	assert_int_equal(shimmy_ring_writer_create(&wr, wm, wl), 0);
+	fd = shimmy_seg_open_ro(&w);
+	assert_true(fd >= 0);
+	assert_int_equal(shimmy_seg_map(&ro, fd, SHIMMY_SEG_LOG,
+					SHIMMY_SEG_RDONLY), 0);
+	rm = shimmy_seg_body(&ro, &rl);
+	assert_int_equal(mprotect(ro.base, ro.size, PROT_READ | PROT_WRITE), -1);
+	assert_int_equal(errno, EACCES);
+	assert_int_equal(shimmy_ring_slot_format(slot, sizeof(slot)), 0);
+	assert_int_equal(shimmy_ring_reader_create(&r, rm, rl, slot, sizeof(slot),
+						   0, 1, 0), 0);
+	assert_int_equal(shimmy_ring_publish(wr, NULL, 0, "ro", 2, 0, 0, 0), 0);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_memory_equal(m.payload, "ro", 2);
+	shimmy_ring_reader_destroy(r);
+	shimmy_ring_writer_destroy(wr);
+	shimmy_seg_unmap(&ro);
+	shimmy_seg_unmap(&w);
+}
+
+/* ---- stress ------------------------------------------------------------ */
+
+struct stress {
+	struct fx *f;
+	uint32_t idx;
+	uint64_t total;
+	uint64_t got, lost, bad;
+	shimmy_ring_reader *r;
+};
+
+/* Drains until the log closes, sleeping on the reader's bell. Counts
+ * messages, losses and any sequence or content error. */
+static void stress_drain(struct stress *st)
+{
+	shimmy_ring_msg m;
+	uint8_t buf[512];
+	uint64_t last = 0;
+	shimmy_bell *b = fx_bell(st->f, st->idx);
+	int rc;
+
+	for (;;) {
+		rc = shimmy_ring_receive(st->r, &m, buf, sizeof(buf));
+		if (rc == 0) {
+			shimmy_bell_wait(b, shimmy_ring_reader_ready, 20000,
+					 1000000000, st->r);
+			continue;
+		}
+		if (rc != 1)
+			break;
+		if (m.seq != last + 1 + m.lost ||
+		    !check_fill(m.payload, m.payload_len, m.seq))
+			st->bad++;
+		last = m.seq;
+		st->got++;
+		st->lost += m.lost;
+	}
+	if (rc != -EPIPE || last != st->total)
+		st->bad++;
+}
+
+static void *stress_thread(void *arg)
+{
+	stress_drain(arg);
+	return NULL;
+}
+
+static void stress_write(struct fx *f, uint64_t total, uint32_t len_mod)
+{
+	uint8_t buf[512];
+	shimmy_ring_loan l;
+	int rc;
+
+	for (uint64_t s = 1; s <= total; s++) {
+		uint32_t n = len_mod ? (uint32_t)(s % len_mod) : 16;
+
+		rc = shimmy_ring_reserve(f->w, 0, n, 2000000000LL, &l);
+		assert_int_equal(rc, 0);
+		fill(buf, n, s);
+		memcpy(l.payload, buf, n);
+		/* Batch wakes: one bell check per 32 messages. */
+		assert_int_equal(shimmy_ring_commit(f->w, &l, 0,
+						    s % 32 ? SHIMMY_RING_NOWAKE : 0), 0);
+	}
+	shimmy_ring_writer_close(f->w);
+}
+
+static void run_thread_stress(uint32_t flags, uint64_t total)
+{
+	struct fx f;
+	struct stress st[3];
+	pthread_t th[3];
+
+	fx_init(&f, 64 << 10, flags);
+	for (uint32_t i = 0; i < 3; i++) {
+		st[i] = (struct stress){ .f = &f, .idx = i, .total = total };
+		st[i].r = fx_reader(&f, i, SHIMMY_RING_FROM_TAIL);
+		assert_int_equal(pthread_create(&th[i], NULL, stress_thread,
+						&st[i]), 0);
+	}
+	stress_write(&f, total, 300);
+	for (uint32_t i = 0; i < 3; i++) {
+		pthread_join(th[i], NULL);
+		assert_int_equal(st[i].bad, 0);
+		assert_int_equal(st[i].got + st[i].lost, total);
+		if (flags & SHIMMY_RING_RELIABLE)
+			assert_int_equal(st[i].lost, 0);
+		shimmy_ring_reader_destroy(st[i].r);
+	}
+	fx_fini(&f);
+}
+
+static void test_thread_stress_lossy(void **state)
+{
+	(void)state;
+	run_thread_stress(0, 200000);
+}
+
+static void test_thread_stress_reliable(void **state)
+{
+	(void)state;
+	run_thread_stress(SHIMMY_RING_RELIABLE, 200000);
+}
+
+/* Writer in this process, two readers in forked processes, 1M 16-byte
+ * messages, reliable: every reader sees every message, in order, intact. */
+static void test_process_stress(void **state)
+{
+	const uint64_t total = 1000000;
+	struct fx f;
+	pid_t pid[2];
+	int status;
+
+	(void)state;
+	fx_init(&f, 1 << 20, SHIMMY_RING_RELIABLE);
+	for (uint32_t i = 0; i < 2; i++) {
+		struct stress st = { .f = &f, .idx = i, .total = total };
+
+		st.r = fx_reader(&f, i, SHIMMY_RING_FROM_TAIL);
+		pid[i] = fork();
+		assert_true(pid[i] >= 0);
+		if (pid[i] == 0) {
+			stress_drain(&st);
+			_exit(st.bad || st.lost || st.got != total ? 1 : 0);
+		}
+		shimmy_ring_reader_destroy(st.r);
+	}
+	stress_write(&f, total, 0);
+	for (uint32_t i = 0; i < 2; i++) {
+		assert_int_equal(waitpid(pid[i], &status, 0), pid[i]);
+		assert_true(WIFEXITED(status));
+		assert_int_equal(WEXITSTATUS(status), 0);
+	}
+	fx_fini(&f);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_publish_receive),
+		cmocka_unit_test(test_loan_borrow),
+		cmocka_unit_test(test_wrap_around),
+		cmocka_unit_test(test_lapping_exact_loss),
+		cmocka_unit_test(test_reliable_blocks),
+		cmocka_unit_test(test_reliable_detach),
+		cmocka_unit_test(test_many_readers_and_close),
+		cmocka_unit_test(test_writer_resume),
+		cmocka_unit_test(test_garbage_header_rejected),
+		cmocka_unit_test(test_corrupt_records_rejected),
+		cmocka_unit_test(test_reader_on_readonly_segment),
+		cmocka_unit_test(test_thread_stress_lossy),
+		cmocka_unit_test(test_thread_stress_reliable),
+		cmocka_unit_test(test_process_stress),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
