@@ -552,6 +552,13 @@ out_join:
 		pthread_join(ld.subs[s].th, NULL);
 	for (unsigned p = 0; p < cfg->pubs && started; p++, started--)
 		pthread_join(ld.pubs[p].th, NULL);
+	/* An abort reports the failure that caused it. */
+	for (unsigned s = 0; rc == -ECONNABORTED && s < cfg->subs; s++)
+		if (ld.subs[s].rc < 0)
+			rc = ld.subs[s].rc;
+	for (unsigned p = 0; rc == -ECONNABORTED && p < cfg->pubs; p++)
+		if (ld.pubs[p].rc < 0)
+			rc = ld.pubs[p].rc;
 	if (rc == 0) {
 		uint64_t t0 = UINT64_MAX, t1 = 0;
 		out->messages = cfg->count * cfg->pubs;

@@ -59,6 +59,10 @@ void config_defaults(broker_cfg *cfg)
 	cfg->log_timestamp = true;
 	cfg->verbose = false;
 	cfg->log_fd = 2;
+	cfg->shm_enabled = true;
+	cfg->shm_reader_timeout_ms = 5000;
+	cfg->shm_spin_us = 50;
+	cfg->shm_max_bytes = (uint64_t)256 << 20;
 }
 
 static cfg_listener *listener_add(broker_cfg *cfg)
@@ -384,6 +388,26 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 	}
 	if (strcmp(k, "allow_anonymous") == 0)
 		return arg_bool(log, pos, ln, &cfg->allow_anonymous);
+	if (strcmp(k, "shimmy_shm") == 0)
+		return arg_bool(log, pos, ln, &cfg->shm_enabled);
+	if (strcmp(k, "shimmy_shm_reader_timeout") == 0) {
+		if ((rc = arg_int(log, pos, ln, 1, UINT32_MAX, &v)) < 0)
+			return rc;
+		cfg->shm_reader_timeout_ms = (uint32_t)v;
+		return 0;
+	}
+	if (strcmp(k, "shimmy_shm_spin_us") == 0) {
+		if ((rc = arg_int(log, pos, ln, 0, 1000000, &v)) < 0)
+			return rc;
+		cfg->shm_spin_us = (uint32_t)v;
+		return 0;
+	}
+	if (strcmp(k, "shimmy_shm_max_bytes") == 0) {
+		if ((rc = arg_int(log, pos, ln, 1 << 20, INT64_MAX, &v)) < 0)
+			return rc;
+		cfg->shm_max_bytes = (uint64_t)v;
+		return 0;
+	}
 	if (strcmp(k, "retain_available") == 0)
 		return arg_bool(log, pos, ln, &cfg->retain_available);
 	if (strcmp(k, "upgrade_outgoing_qos") == 0)

@@ -73,6 +73,16 @@ typedef struct broker_cfg {
 	uint16_t cmd_ports[CFG_MAX_LISTENERS]; /* -p PORT, in order */
 	int cmd_port_count;
 
+	/* Shared-memory fast path (docs/shm-protocol.md). */
+	bool shm_enabled;                /* shimmy_shm; default true */
+	uint32_t shm_reader_timeout_ms;  /* shimmy_shm_reader_timeout; a reliable
+					  * reader stuck this long is cut loose;
+					  * default 5000 */
+	uint32_t shm_spin_us;            /* shimmy_shm_spin_us: readers spin this
+					  * long before sleeping; default 50 */
+	uint64_t shm_max_bytes;          /* shimmy_shm_max_bytes: segment memory
+					  * per client; default 256 MiB */
+
 	char acl_file[4096];             /* acl_file; "" = no access control */
 	char config_file[4096];          /* "" when none */
 } broker_cfg;

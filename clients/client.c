@@ -344,7 +344,7 @@ static size_t in_room(shimmy_client *c)
 		return c->in_cap - c->in_wr;
 	if (c->borrowed)
 		return 0; /* views into c->in must not move */
-	if (mqtt_packet_size(c->in + c->in_rd, c->in_wr - c->in_rd, &need) < 0)
+	if (!c->in || mqtt_packet_size(c->in + c->in_rd, c->in_wr - c->in_rd, &need) < 0)
 		need = 0;
 	size_t nc = c->in_cap ? c->in_cap * 2 : IN_MIN;
 	while (nc < c->in_wr + 1 || (need && nc < c->in_rd + need))
@@ -659,7 +659,11 @@ shimmy_client *shimmy_client_create(const char *uri_s, const shimmy_opts *opts, 
 			!(c->o.flags & SHIMMY_OPT_NO_SHM);
 	cfg.resubscribe = c->o.flags & SHIMMY_OPT_RECONNECT;
 	cfg.keepalive_s = c->o.keepalive_s;
-	cfg.window = c->o.window;
+	/* 3.1.1 has no Receive Maximum; mosquitto drops incoming QoS 2 beyond
+	 * its max_inflight_messages (20, libmosquitto's default too), so a
+	 * 3.1.1 client keeps to 20 unless told otherwise. MQTT 5 starts at 64
+	 * and the CONNACK's Receive Maximum lowers it. */
+	cfg.window = c->o.window ? c->o.window : cfg.version == MQTT_V311 ? 20 : 64;
 	cfg.session_expiry = c->o.session_expiry;
 	cfg.client_id = c->client_id;
 	cfg.username = c->o.username;

@@ -14,7 +14,7 @@ void opts_defaults(shimmy_opts *o)
 	o->version = SHIMMY_MQTT_5;
 	o->keepalive_s = 60;
 	o->timeout_ms = 10000;
-	o->window = 64;
+	o->window = 0; /* auto: see shimmy_client_create() */
 }
 
 shimmy_opts *shimmy_opts_create(void)

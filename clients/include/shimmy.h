@@ -128,7 +128,9 @@ enum {
 enum { SHIMMY_MQTT_311 = 4, SHIMMY_MQTT_5 = 5 };
 
 /* Allocates options with defaults: MQTT 5, random client id, clean start,
- * keepalive 60 s, session expiry 0, timeout 10 s, window 64, flags 0.
+ * keepalive 60 s, session expiry 0, timeout 10 s, flags 0, inflight window
+ * 64 for MQTT 5 (lowered by the broker's Receive Maximum) and 20 for 3.1.1
+ * (which has no Receive Maximum; 20 is mosquitto's max_inflight_messages).
  * NULL when out of memory. */
 shimmy_opts *shimmy_opts_create(void);
 void shimmy_opts_destroy(shimmy_opts *o);
