@@ -41,8 +41,8 @@
 #include "broker/broker.h"
 
 #define SRV_MAX_SOCKS (CFG_MAX_LISTENERS * 4) /* v4+v6, getaddrinfo sets */
-#define SRV_IN_INITIAL (16u * 1024)
-#define SRV_IN_KEEP_MAX (1024u * 1024) /* larger idle buffers are released */
+#define SRV_RBUF_SIZE (256u * 1024) /* the loop's shared read buffer */
+#define SRV_IN_KEEP_SMALL 4096u       /* a drained tail buffer this small is kept */
 #define SRV_READ_BUDGET 16	       /* reads per conn per wakeup */
 #define SRV_ACCEPT_BUDGET 64
 #define SRV_MAX_EVENTS 256
@@ -102,6 +102,8 @@ typedef struct srv_loop {
 	broker *b;
 	srv_conn *conns;
 	srv_conn *dead;
+	uint8_t *rbuf; /* shared read buffer, SRV_RBUF_SIZE */
+	size_t rbuf_cap;
 	size_t conn_count;
 	size_t linger_count;
 	uint64_t next_tick_ms;
@@ -218,45 +220,97 @@ static int conn_flush(server *s, srv_conn *c)
 	return 0;
 }
 
-/* Makes room for one more read: grows to the size of the partial packet
- * the buffer begins with. Returns 0 or a negative errno. */
-static int conn_make_room(srv_conn *c)
+/*
+ * Input buffering. Every read lands in the loop's shared read buffer, so an
+ * idle connection owns no input memory at all. Only the unconsumed tail (a
+ * partial packet) is kept per connection, in c->in, and is copied back in
+ * front of the next read. A partial packet larger than the shared buffer is
+ * assembled in c->in itself, grown to the packet's size.
+ */
+
+/* Stores buf[0..len) as c's pending partial packet. 0 or -ENOMEM. */
+static int conn_keep_tail(srv_conn *c, const uint8_t *buf, size_t len)
 {
-	if (c->in_len < c->in_cap)
+	if (len == 0) {
+		/* Drained: give the memory back unless it is small and likely
+		 * to be needed again at once. */
+		if (c->in_cap > SRV_IN_KEEP_SMALL) {
+			free(c->in);
+			c->in = NULL;
+			c->in_cap = 0;
+		}
+		c->in_len = 0;
 		return 0;
-	size_t need = broker_conn_input_need(c->bc, c->in, c->in_len);
-	if (need <= c->in_cap)
-		return -EMSGSIZE; /* the core should have consumed or closed */
-	uint8_t *p = realloc(c->in, need);
-	if (!p)
-		return -ENOMEM;
-	c->in = p;
-	c->in_cap = need;
+	}
+	if (len > c->in_cap) {
+		size_t cap = len < SRV_IN_KEEP_SMALL ? SRV_IN_KEEP_SMALL : len;
+		uint8_t *p = realloc(c->in, cap);
+		if (!p)
+			return -ENOMEM;
+		c->in = p;
+		c->in_cap = cap;
+	}
+	if (buf != c->in)
+		memmove(c->in, buf, len);
+	c->in_len = len;
 	return 0;
+}
+
+/*
+ * One read of a packet too large for the shared buffer, straight into c->in
+ * grown to the packet's size. Returns bytes read, 0 on EOF or -errno.
+ */
+static ssize_t conn_read_large(srv_conn *c, size_t need)
+{
+	if (need > c->in_cap) {
+		uint8_t *p = realloc(c->in, need);
+		if (!p)
+			return -ENOMEM;
+		c->in = p;
+		c->in_cap = need;
+	}
+	ssize_t r = recv(c->fd, c->in + c->in_len, c->in_cap - c->in_len, 0);
+	if (r < 0)
+		return -errno;
+	c->in_len += (size_t)r;
+	return r;
 }
 
 /* Reads until EAGAIN, a short read or the budget, feeding the core after
  * each read. May close c. */
 static void conn_read(server *s, srv_conn *c, uint64_t now)
 {
+	srv_loop *loop = &s->loop;
 	for (int i = 0; i < SRV_READ_BUDGET; i++) {
-		int rc = conn_make_room(c);
-		if (rc < 0) {
-			log_write(s->log, LOG_ERR,
-				  "Closing connection: input buffer: %s.",
-				  strerror(-rc));
-			conn_close(s, c, now);
-			return;
+		size_t need = c->in_len
+				      ? broker_conn_input_need(c->bc, c->in,
+							       c->in_len)
+				      : 0;
+		const uint8_t *buf;
+		size_t have, room;
+		ssize_t r;
+		if (need > loop->rbuf_cap) {
+			room = need - c->in_len;
+			r = conn_read_large(c, need);
+			buf = c->in;
+			have = c->in_len;
+		} else {
+			if (c->in_len)
+				memcpy(loop->rbuf, c->in, c->in_len);
+			room = loop->rbuf_cap - c->in_len;
+			r = recv(c->fd, loop->rbuf + c->in_len, room, 0);
+			if (r < 0)
+				r = -errno;
+			buf = loop->rbuf;
+			have = c->in_len + (r > 0 ? (size_t)r : 0);
 		}
-		size_t room = c->in_cap - c->in_len;
-		ssize_t r = recv(c->fd, c->in + c->in_len, room, 0);
 		if (r < 0) {
-			if (errno == EINTR)
+			if (r == -EINTR)
 				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
+			if (r == -EAGAIN || r == -EWOULDBLOCK)
 				return;
 			log_write(s->log, LOG_DEBUG, "Socket error on read: %s.",
-				  strerror(errno));
+				  strerror((int)-r));
 			conn_close(s, c, now);
 			return;
 		}
@@ -264,20 +318,14 @@ static void conn_read(server *s, srv_conn *c, uint64_t now)
 			conn_close(s, c, now);
 			return;
 		}
-		c->in_len += (size_t)r;
-		size_t used = broker_conn_input(s->loop.b, c->bc, c->in,
-						c->in_len, now);
-		if (used > c->in_len)
-			used = c->in_len; /* defensive: never trust a count */
-		c->in_len -= used;
-		if (c->in_len && used)
-			memmove(c->in, c->in + used, c->in_len);
-		if (c->in_len == 0 && c->in_cap > SRV_IN_KEEP_MAX) {
-			uint8_t *p = realloc(c->in, SRV_IN_INITIAL);
-			if (p) {
-				c->in = p;
-				c->in_cap = SRV_IN_INITIAL;
-			}
+		size_t used = broker_conn_input(loop->b, c->bc, buf, have, now);
+		if (used > have)
+			used = have; /* defensive: never trust a count */
+		if (conn_keep_tail(c, buf + used, have - used) < 0) {
+			log_write(s->log, LOG_ERR,
+				  "Closing connection: out of memory for input.");
+			conn_close(s, c, now);
+			return;
 		}
 		if (broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE)
 			return;
@@ -403,13 +451,9 @@ static int conn_add(server *s, srv_listener *l, int fd, const char *peer,
 	c->h.kind = SRV_CONN;
 	c->fd = fd;
 	c->listener = l;
-	c->in_cap = SRV_IN_INITIAL;
-	c->in = malloc(c->in_cap);
-	if (!c->in)
-		goto out_free_conn;
 	c->bc = broker_conn_open(loop->b, l->transport, peer, c, now);
 	if (!c->bc)
-		goto out_free_in;
+		goto out_free_conn;
 	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
 	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
 		int err = -errno;
@@ -426,8 +470,6 @@ static int conn_add(server *s, srv_listener *l, int fd, const char *peer,
 	l->conn_count++;
 	return 0;
 
-out_free_in:
-	free(c->in);
 out_free_conn:
 	free(c);
 	return -ENOMEM;
@@ -847,6 +889,10 @@ server *server_create(broker_cfg *cfg, shimmy_log *log,
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGPIPE, &sa, NULL);
 
+	s->loop.rbuf_cap = SRV_RBUF_SIZE;
+	s->loop.rbuf = malloc(s->loop.rbuf_cap);
+	if (!s->loop.rbuf)
+		goto out_err;
 	s->loop.epfd = epoll_create1(EPOLL_CLOEXEC);
 	if (s->loop.epfd < 0)
 		goto out_err;
@@ -904,6 +950,7 @@ void server_destroy(server *s)
 	}
 	free_dead(&s->loop);
 	broker_destroy(s->loop.b);
+	free(s->loop.rbuf);
 	if (s->sigfd >= 0)
 		close(s->sigfd);
 	if (s->loop.epfd >= 0)
