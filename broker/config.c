@@ -416,6 +416,12 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 		return arg_bool(log, pos, ln, &cfg->queue_qos0_messages);
 	if (strcmp(k, "log_timestamp") == 0)
 		return arg_bool(log, pos, ln, &cfg->log_timestamp);
+	if (strcmp(k, "shimmy_busy_poll_us") == 0) {
+		if ((rc = arg_int(log, pos, ln, 0, 1000000, &v)) < 0)
+			return rc;
+		cfg->busy_poll_us = (uint32_t)v;
+		return 0;
+	}
 	if (strcmp(k, "max_inflight_messages") == 0) {
 		if ((rc = arg_int(log, pos, ln, 0, 65535, &v)) < 0)
 			return rc;

@@ -64,6 +64,8 @@ typedef struct broker_cfg {
 	uint32_t message_size_limit;     /* 0 = none (mosquitto key) */
 	bool queue_qos0_messages;        /* default false, as mosquitto */
 
+	uint32_t busy_poll_us;           /* shimmy_busy_poll_us; 0 = always sleep */
+
 	unsigned log_mask;               /* log_type bits; default LOG_DEFAULT */
 	bool log_timestamp;              /* default true */
 	bool verbose;                    /* -v: all log types */
