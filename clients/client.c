@@ -435,8 +435,10 @@ static void drain_input(shimmy_client *c)
 		if (n == 0)
 			break;
 		if (n < 0) {
-			if (n == SHIMMY_ERR_PROTOCOL) {
-				/* [MQTT-4.13.1-1]: close, saying why (v5). */
+			if (n == SHIMMY_ERR_PROTOCOL && c->s.cfg.version == MQTT_V5) {
+				/* [MQTT-4.13.2-1]: a v5 client says why before it
+				 * closes; a 3.1.1 client just closes (a DISCONNECT
+				 * would discard its will). */
 				c->s.state = SESS_CONNECTED;
 				session_disconnect(&c->s, ev.reason);
 				flush_out(c);

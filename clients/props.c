@@ -188,8 +188,8 @@ int shimmy_props_set_payload_format(shimmy_props *p, int utf8)
 int props_copy(shimmy_props *dst, const shimmy_props *src)
 {
 	size_t n;
-	const char *k, *v;
-	size_t kl, vl;
+	const char *k = NULL, *v = NULL;
+	size_t kl = 0, vl = 0;
 
 	memset(dst, 0, sizeof(*dst));
 	if (!src)
@@ -217,8 +217,8 @@ int props_copy(shimmy_props *dst, const shimmy_props *src)
 	}
 	n = shimmy_props_user_count(src);
 	for (size_t i = 0; i < n; i++) {
-		shimmy_props_user_get(src, i, &k, &kl, &v, &vl);
-		if (add_user_n(dst, k, kl, v, vl))
+		if (shimmy_props_user_get(src, i, &k, &kl, &v, &vl) ||
+		    add_user_n(dst, k, kl, v, vl))
 			goto out_fini;
 	}
 	return 0;

@@ -34,6 +34,12 @@
  * (the library thread when started, else the caller of a blocking call or
  * of shimmy_client_process()); others calling blocking functions wait for it.
  *
+ * Someone must drive the protocol for acknowledgements, QoS 2 handshakes
+ * and keepalive to progress: the library thread, or the caller through
+ * shimmy_client_process(), shimmy_recv(), shimmy_client_flush() or the
+ * other blocking calls. A publish-only client without a thread should call
+ * shimmy_client_flush() (or process()) regularly.
+ *
  * Blocking calls (connect, subscribe, unsubscribe, publish with a full
  * inflight window, recv, disconnect) wait at most the given timeout, or the
  * client's operation timeout (shimmy_opts_set_timeout_ms(), default 10 s).
@@ -223,6 +229,9 @@ int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
  * for retransmission. *buf is valid until commit or shimmy_loan_abort().
  * Loans from several threads may be open at once. Allocates only while its
  * buffer pool warms up. topic and props are borrowed for the call.
+ * commit waits like shimmy_publish() for window room; when it fails the
+ * loan stays open (retry or shimmy_loan_abort()). Loans survive a lost
+ * connection; QoS 1/2 commits made while reconnecting are sent afterwards.
  */
 int shimmy_loan(shimmy_client *c, const char *topic, size_t len, void **buf);
 int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,

@@ -1,0 +1,33 @@
+# Integration tests of libshimmy and shimmy-pub / shimmy-sub (clients/),
+# against shimmyd and, with SHIMMY_IT_REFERENCE, against mosquitto. Each
+# run starts its own broker through harness.py (TCP and a Unix socket).
+if(NOT TARGET shimmy_client OR NOT SHIMMY_IT_PYTHON)
+  return()
+endif()
+
+add_executable(test_clients_api ${CMAKE_SOURCE_DIR}/clients/tests/test_clients_api.c)
+target_link_libraries(test_clients_api PRIVATE shimmy_client)
+
+function(shimmy_clients_it prefix broker labels)
+  add_test(NAME ${prefix}.clients_api
+           COMMAND ${SHIMMY_IT_PYTHON} ${_it_harness} run --broker ${broker} --unix
+                   -- $<TARGET_FILE:test_clients_api> {uri} {unix})
+  set(names ${prefix}.clients_api)
+  if(SHIMMY_IT_MOSQUITTO_SUB)
+    add_test(NAME ${prefix}.clients_tools
+             COMMAND ${SHIMMY_IT_PYTHON} ${_it_harness} run --broker ${broker} --unix
+                     -- ${_it_dir}/test_clients_tools.sh $<TARGET_FILE_DIR:shimmy-pub>)
+    list(APPEND names ${prefix}.clients_tools)
+  endif()
+  set_tests_properties(${names} PROPERTIES
+    LABELS "${labels}" TIMEOUT 180 SKIP_RETURN_CODE 77
+    ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+endfunction()
+
+if(TARGET shimmyd)
+  shimmy_clients_it(integration $<TARGET_FILE:shimmyd> integration)
+endif()
+if(SHIMMY_IT_MOSQUITTO)
+  # The client is validated against the reference broker in every build.
+  shimmy_clients_it(integration.mosquitto ${SHIMMY_IT_MOSQUITTO} "integration;reference")
+endif()
