@@ -349,9 +349,13 @@ static void test_reliable_detach(void **state)
 	 * loose but leaves the caught-up one. */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	now = ts.tv_sec * 1000000000LL + ts.tv_nsec;
-	assert_int_equal(shimmy_ring_writer_reap(f.w, now, 500000), 0);
-	assert_int_equal(shimmy_ring_writer_reap(f.w, now + 400000, 500000), 0);
-	assert_int_equal(shimmy_ring_writer_reap(f.w, now + 600000, 500000), 1);
+	/* The stuck reader last moved while the loop above published (real
+	 * time, at most a few seconds ago on a loaded machine), so the
+	 * timeout is long next to that and the clock is moved well past it. */
+	const int64_t stuck = 10 * 1000000000LL;
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now, stuck), 0);
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now + stuck / 2, stuck), 0);
+	assert_int_equal(shimmy_ring_writer_reap(f.w, now + 3 * stuck, stuck), 1);
 	for (int i = 0; i < 1500; i++, s++) {
 		assert_int_equal(pub(f.w, s, 96, 0), 0);
 		assert_int_equal(shimmy_ring_receive(ok, &m, buf, sizeof(buf)), 1);
