@@ -83,6 +83,7 @@ struct broker_conn {
 	uint32_t connect_expiry_s;   /* Session Expiry from CONNECT */
 	bool will_on_close;     /* send the will when the transport goes */
 	bool id_assigned;       /* id chosen by us (Assigned Client Id) */
+	uint64_t linger_until_ms; /* CLOSING without WANT_CLOSE until then */
 	bool close_logged;
 	bool problem_info;      /* v5 Request Problem Information (default 1) */
 
@@ -130,6 +131,7 @@ struct broker {
 
 	uint64_t next_uid;
 	uint64_t rng;
+	uint64_t now_ms;          /* clock of the current call into the core */
 	uint64_t start_ms;
 	uint64_t next_scan_ms;
 	uint64_t next_sys_ms;
@@ -401,6 +403,20 @@ static void conn_fail(broker_conn *c, uint8_t reason)
 		pkt.u.disconnect.reason = reason;
 		add_reason_string(c, &pkt, reason);
 		send_pkt(c, MQTT_V5, &pkt);
+		if (reason == MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED) {
+			/*
+			 * The client is pipelining PUBLISHes and will answer
+			 * the PUBRECs already sent with PUBRELs. Closing now
+			 * would make our kernel answer those with RST, and
+			 * the client could fail on that before it reads our
+			 * DISCONNECT. So the connection stays open, input
+			 * ignored, until the client closes or the next
+			 * keepalive scan after a second (broker_tick).
+			 */
+			c->state = CONN_CLOSING;
+			c->linger_until_ms = c->b->now_ms + 1000;
+			return;
+		}
 	}
 	conn_want_close(c);
 }
@@ -1639,8 +1655,11 @@ static void handle_subscribe(broker *b, broker_conn *c,
 				  "Client %s denied subscription to %.*s.",
 				  conn_id(c), (int)ent.filter.len,
 				  ent.filter.ptr);
-			reasons[i++] = v5 ? MQTT_RC_NOT_AUTHORIZED
-					  : MQTT_RC_UNSPECIFIED_ERROR;
+			/* 0x80 in both versions, not v5's 0x87: the Paho
+			 * interoperability suite (test_subscribe_failure in
+			 * client_test5.py) expects Unspecified error for a
+			 * refused filter, and the spec allows either. */
+			reasons[i++] = MQTT_RC_UNSPECIFIED_ERROR;
 			continue;
 		}
 		if (shared && v5 && (ent.options & MQTT_SUBOPT_NO_LOCAL)) {
@@ -1867,6 +1886,7 @@ broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
 	b->next_uid = 1;
 	b->rng = now_ms ^ (uint64_t)(uintptr_t)b;
 	b->start_ms = now_ms;
+	b->now_ms = now_ms;
 	b->next_scan_ms = now_ms + 1000;
 	b->next_sys_ms = now_ms;
 	return b;
@@ -1952,6 +1972,7 @@ broker_conn *broker_conn_open(broker *b, broker_transport transport,
 size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 			 size_t len, uint64_t now_ms)
 {
+	b->now_ms = now_ms;
 	if (c->state == CONN_CLOSING) {
 		b->bytes_received += len;
 		return len;
@@ -2032,6 +2053,7 @@ broker_conn *broker_next_dirty(broker *b)
 
 void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 {
+	b->now_ms = now_ms;
 	session *s = c->s;
 	if (s) {
 		if (!c->close_logged)
@@ -2073,9 +2095,13 @@ void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 
 uint64_t broker_tick(broker *b, uint64_t now_ms)
 {
+	b->now_ms = now_ms;
 	if (now_ms >= b->next_scan_ms) {
 		b->next_scan_ms = now_ms + 1000;
 		for (broker_conn *c = b->conns; c; c = c->next) {
+			if (c->linger_until_ms && now_ms >= c->linger_until_ms &&
+			    !(c->flags & BROKER_CONN_WANT_CLOSE))
+				conn_want_close(c);
 			if (c->state != CONN_ACTIVE || c->keep_alive == 0)
 				continue;
 			if (now_ms - c->last_rx_ms >=

@@ -135,8 +135,8 @@ void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx);
 
 /*
  * Sets the topic ACL (borrowed until replaced or broker_destroy; NULL turns
- * access control off). Checked on SUBSCRIBE (refused entries get 0x80 /
- * v5 0x87), on PUBLISH (refused messages are acknowledged and dropped, as
+ * access control off). Checked on SUBSCRIBE (refused entries get 0x80 in every
+ * version, as the Paho suite expects), on PUBLISH (refused messages are acknowledged and dropped, as
  * mosquitto does; v5 acks carry 0x87) and on every delivery (read access).
  */
 struct acl;

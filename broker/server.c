@@ -79,9 +79,21 @@ enum {
 	SRV_CONN_LINGER = 1 << 1,    /* WANT_CLOSE, flushing before close */
 };
 
+/* An fd the core attached to an output byte (SCM_RIGHTS), waiting to be
+ * sent with the write that carries that byte. */
+typedef struct srv_fd {
+	uint64_t pos; /* absolute output position of the byte */
+	int fd;       /* owned */
+} srv_fd;
+
+/* fds passed per sendmsg at most; the receiver's control buffer holds
+ * more (clients/ reserve room for 64). */
+#define SRV_FDS_PER_SEND 32
+
 /*
  * Invariants: bc != NULL iff the conn is on loop.conns and fd is open;
  * a conn with bc == NULL is on loop.dead. in_len <= in_cap.
+ * fds[0..fd_count) are in pos order, every pos >= out_pos.
  */
 typedef struct srv_conn {
 	srv_handle h; /* first */
@@ -92,6 +104,9 @@ typedef struct srv_conn {
 	uint8_t *in;
 	size_t in_len, in_cap;
 	uint64_t linger_deadline_ms;
+	uint64_t out_pos;	/* output bytes written so far */
+	srv_fd *fds;		/* attached fds not yet sent */
+	size_t fd_count, fd_cap;
 	struct srv_conn *prev, *next; /* loop.conns */
 	struct srv_conn *next_dead;   /* loop.dead */
 } srv_conn;
@@ -146,6 +161,96 @@ static uint32_t conn_events(const srv_conn *c)
 	return EPOLLIN | ((c->state & SRV_CONN_OUT_ARMED) ? EPOLLOUT : 0);
 }
 
+/* Closes every attached fd not yet sent. */
+static void conn_drop_fds(srv_conn *c)
+{
+	for (size_t i = 0; i < c->fd_count; i++)
+		close(c->fds[i].fd);
+	c->fd_count = 0;
+}
+
+int server_conn_attach_fds(void *io, int *fds, unsigned n)
+{
+	srv_conn *c = io;
+	int rc = 0;
+	if (!c || !c->bc || c->listener->transport != BROKER_TRANSPORT_UNIX) {
+		rc = -ENOTSUP;
+		goto out_close;
+	}
+	if (c->fd_count + n > c->fd_cap) {
+		size_t ncap = c->fd_cap ? c->fd_cap * 2 : 16;
+		while (ncap < c->fd_count + n)
+			ncap *= 2;
+		srv_fd *p = realloc(c->fds, ncap * sizeof(*p));
+		if (!p) {
+			rc = -ENOMEM;
+			goto out_close;
+		}
+		c->fds = p;
+		c->fd_cap = ncap;
+	}
+	/* The packet the fds belong to is appended right after this call:
+	 * its first byte sits behind everything pending now. */
+	const uint8_t *data;
+	size_t pending;
+	broker_conn_output(c->bc, &data, &pending);
+	for (unsigned i = 0; i < n; i++)
+		c->fds[c->fd_count++] = (srv_fd){ c->out_pos + pending, fds[i] };
+	return 0;
+
+out_close:
+	for (unsigned i = 0; i < n; i++)
+		close(fds[i]);
+	return rc;
+}
+
+/*
+ * One write of data[0..len) carrying, as SCM_RIGHTS, every attached fd
+ * whose byte lies in it (at most SRV_FDS_PER_SEND; len is cut before the
+ * byte of the first fd that does not fit). An fd may so arrive before its
+ * byte, never after: the receiver queues fds in order (shmpath/ctl.h).
+ */
+static ssize_t conn_send(srv_conn *c, const uint8_t *data, size_t len)
+{
+	if (c->fd_count == 0 || c->fds[0].pos >= c->out_pos + len)
+		return send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	int fds[SRV_FDS_PER_SEND];
+	size_t n = 0;
+	while (n < c->fd_count && c->fds[n].pos < c->out_pos + len) {
+		if (n == SRV_FDS_PER_SEND) {
+			len = (size_t)(c->fds[n].pos - c->out_pos);
+			break;
+		}
+		fds[n] = c->fds[n].fd;
+		n++;
+	}
+	if (len == 0)
+		len = 1; /* the first byte is the attached one */
+	union {
+		char buf[CMSG_SPACE(sizeof(int) * SRV_FDS_PER_SEND)];
+		struct cmsghdr align;
+	} u;
+	memset(&u, 0, sizeof(u));
+	struct iovec iov = { (void *)data, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = u.buf,
+			     .msg_controllen = CMSG_SPACE(sizeof(int) * n) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int) * n);
+	memcpy(CMSG_DATA(cm), fds, sizeof(int) * n);
+	ssize_t w = sendmsg(c->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+	if (w > 0) {
+		/* Sent with the first byte: ours to close now. */
+		for (size_t i = 0; i < n; i++)
+			close(fds[i]);
+		c->fd_count -= n;
+		memmove(c->fds, c->fds + n, c->fd_count * sizeof(*c->fds));
+	}
+	return w;
+}
+
 /* The transport is gone or done: close it and tell the core. */
 static void conn_close(server *s, srv_conn *c, uint64_t now)
 {
@@ -155,6 +260,7 @@ static void conn_close(server *s, srv_conn *c, uint64_t now)
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, c->fd, NULL);
 	close(c->fd);
 	c->fd = -1;
+	conn_drop_fds(c);
 	if (c->prev)
 		c->prev->next = c->next;
 	else
@@ -193,8 +299,9 @@ static int conn_flush(server *s, srv_conn *c)
 		broker_conn_output(c->bc, &data, &len);
 		if (len == 0)
 			break;
-		ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t w = conn_send(c, data, len);
 		if (w > 0) {
+			c->out_pos += (uint64_t)w;
 			broker_conn_written(c->bc, (size_t)w);
 			continue;
 		}
@@ -396,6 +503,7 @@ static void free_dead(srv_loop *loop)
 	while (loop->dead) {
 		srv_conn *c = loop->dead;
 		loop->dead = c->next_dead;
+		free(c->fds);
 		free(c->in);
 		free(c);
 	}
@@ -962,6 +1070,8 @@ void server_destroy(server *s)
 		srv_conn *c = s->loop.conns;
 		s->loop.conns = c->next;
 		close(c->fd);
+		conn_drop_fds(c);
+		free(c->fds);
 		free(c->in);
 		free(c);
 	}

@@ -44,6 +44,16 @@ int server_listen(server *s);
  */
 int server_run(server *s);
 
+/*
+ * Attaches fds[0..n) (transferred, closed in every case) to the next byte
+ * the core appends to the connection's output: they travel as SCM_RIGHTS
+ * with the write that carries that byte (or an earlier one). Called by the
+ * core's shm glue, on the loop thread, right before it appends a control
+ * packet. io is the core's broker_conn_io(). Returns 0, -ENOTSUP (not a
+ * Unix socket) or -ENOMEM.
+ */
+int server_conn_attach_fds(void *io, int *fds, unsigned n);
+
 /* The protocol core the server drives (valid until server_destroy). */
 struct broker *server_broker(server *s);
 

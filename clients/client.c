@@ -15,13 +15,15 @@
  * callbacks and other threads can publish meanwhile. Only the pumping
  * thread touches the input buffer.
  *
- * Where the shm path plugs in: conn_read() already uses recvmsg() and is
- * the place where SCM_RIGHTS segment fds arrive; c->shm_active is set from
- * the CONNACK echo. A later step attaches rings there, makes
- * shimmy_loan/commit reserve in the publisher log when the topic has one,
- * makes the recv/callback path also drain subscriber logs (borrowed
- * messages pointing into the ring), adds the doorbell fd to c->epfd, and
- * feeds SHIMMY_STAT_LOST_MSGS from the reader's lap detection.
+ * The shm path (clients/shm.h): conn_read() queues SCM_RIGHTS fds in
+ * c->fdq; PUBLISHes on $shimmy/ctl are control messages for c->shm, never
+ * delivered. QoS 0, non-retained publishes go into the topic's log once the
+ * broker granted one (asked for on the first publish, synchronously);
+ * everything else stays MQTT. Receiving drains the subscriber logs as well
+ * as the socket: callbacks and pull mode see borrowed views into the ring,
+ * released after the callback / by shimmy_msg_release(). The doorbell's
+ * bridge eventfd sits in c->epfd and in pump_once()'s poll set; the bell is
+ * armed while the pumping thread or the caller's loop sleeps.
  */
 #include "clients/include/shimmy.h"
 
@@ -40,7 +42,9 @@
 #include "clients/conn.h"
 #include "clients/opts.h"
 #include "clients/props.h"
+#include "mqtt/error.h"
 #include "clients/session.h"
+#include "clients/shm.h"
 #include "clients/uri.h"
 
 #define IN_MIN (64 * 1024)
@@ -115,7 +119,18 @@ struct shimmy_client {
 
 	op_wait waits[SESSION_OPS_MAX];
 	uint64_t stats[SHIMMY_STAT__COUNT];
+
+	/* Shared-memory path (NULL unless offered). */
+	cshm *shm;
+	shimmy_fdq fdq;          /* fds received, not yet claimed */
+	bool shm_borrowed;       /* c->msg views a ring (pull mode) */
+	uint8_t *pbuf;           /* property scratch: decoded views point here */
+	size_t pcap;
+	mqtt_props shm_props;
 };
+
+/* Messages a callback-mode pump takes from shm logs per round. */
+#define SHM_DELIVER_BUDGET 1024
 
 static uint64_t now_ms(void)
 {
@@ -155,7 +170,8 @@ const char *shimmy_strerror(int err)
 
 static void ev_update(shimmy_client *c)
 {
-	bool want = c->pq_n > 0 && !c->borrowed;
+	bool want = (c->pq_n > 0 || (c->shm && !c->on_msg && cshm_has_data(c->shm))) &&
+		    !c->borrowed;
 	uint64_t v = 1;
 
 	if (want == c->ev_set)
@@ -199,6 +215,7 @@ static void close_socket(shimmy_client *c)
 	/* Unread input belongs to the dead connection, except messages
 	 * already queued for recv(), which stay deliverable. */
 	c->in_wr = c->in_rd;
+	shimmy_fdq_fini(&c->fdq);
 }
 
 static void fail_waits(shimmy_client *c, int err)
@@ -219,6 +236,7 @@ static void conn_lost(shimmy_client *c, int err)
 	close_socket(c);
 	session_lost(&c->s);
 	c->shm_active = false;
+	cshm_conn_lost(c->shm); /* mappings kept for draining */
 	c->conn_err = err ? err : SHIMMY_ERR_CONN_LOST;
 	fail_waits(c, c->conn_err);
 	if (was_up)
@@ -373,6 +391,65 @@ static void deliver_cb(shimmy_client *c, const mqtt_publish *p)
 	pthread_mutex_lock(&c->mu);
 }
 
+/* Fills c->msg from a message borrowed from a shm log. Its property
+ * bytes come from another process: decoded (validated) into c->pbuf, and
+ * dropped when invalid. */
+static int msg_fill_shm(shimmy_client *c, const cshm_msg *m)
+{
+	if (tbuf_fit(c, m->topic_len))
+		return SHIMMY_ERR_NOMEM;
+	memcpy(c->tbuf, m->topic, m->topic_len);
+	c->tbuf[m->topic_len] = '\0';
+	c->msg.topic = c->tbuf;
+	c->msg.topic_len = m->topic_len;
+	c->msg.payload = m->payload;
+	c->msg.len = m->len;
+	c->msg.qos = m->qos;
+	c->msg.retain = m->retain;
+	memset(&c->shm_props, 0, sizeof(c->shm_props));
+	if (m->props_len && m->props_len <= MQTT_VBI_MAX) {
+		size_t need = mqtt_vbi_size((uint32_t)m->props_len) + m->props_len;
+		if (need > c->pcap) {
+			uint8_t *p = realloc(c->pbuf, need);
+			if (p) {
+				c->pbuf = p;
+				c->pcap = need;
+			}
+		}
+		if (need <= c->pcap) {
+			size_t h = mqtt_vbi_encode(c->pbuf, (uint32_t)m->props_len);
+			memcpy(c->pbuf + h, m->props, m->props_len);
+			if (mqtt_props_decode(c->pbuf, need, MQTT_PCTX_PUBLISH,
+					      &c->shm_props) != (int)need)
+				memset(&c->shm_props, 0, sizeof(c->shm_props));
+		}
+	}
+	props_view(&c->msg.props, &c->shm_props);
+	return 0;
+}
+
+/* Callback mode: hands what the shm logs hold to the callback (bounded). */
+static void shm_deliver(shimmy_client *c)
+{
+	cshm_msg m;
+
+	for (int i = 0; i < SHM_DELIVER_BUDGET && c->shm && c->on_msg; i++) {
+		if (cshm_next(c->shm, &m) != 1)
+			return;
+		c->stats[SHIMMY_STAT_RX_MSGS]++;
+		c->stats[SHIMMY_STAT_RX_BYTES] += m.len;
+		if (msg_fill_shm(c, &m) == 0) {
+			shimmy_on_message cb = c->on_msg;
+			void *ctx = c->on_msg_ctx;
+			pthread_mutex_unlock(&c->mu);
+			cb(c, &c->msg, ctx);
+			pthread_mutex_lock(&c->mu);
+		}
+		if (c->shm)
+			cshm_release(c->shm);
+	}
+}
+
 static void on_event(shimmy_client *c, const session_event *ev, size_t off, size_t len)
 {
 	switch (ev->type) {
@@ -397,6 +474,15 @@ static void on_event(shimmy_client *c, const session_event *ev, size_t off, size
 		c->conn_event = 0;
 		break;
 	case SEV_MESSAGE:
+		if (ev->msg.topic.len == SHIMMY_CTL_TOPIC_LEN &&
+		    memcmp(ev->msg.topic.ptr, SHIMMY_CTL_TOPIC, SHIMMY_CTL_TOPIC_LEN) == 0) {
+			/* Control message of the shm path: never delivered. */
+			if (c->shm_active && c->shm &&
+			    cshm_on_ctl(c->shm, ev->msg.payload.ptr, ev->msg.payload.len,
+					&c->fdq) < 0)
+				conn_lost(c, SHIMMY_ERR_PROTOCOL);
+			break;
+		}
 		c->stats[SHIMMY_STAT_RX_MSGS]++;
 		c->stats[SHIMMY_STAT_RX_BYTES] += ev->msg.payload.len;
 		if (c->on_msg)
@@ -458,7 +544,7 @@ static void read_input(shimmy_client *c)
 		size_t room = in_room(c);
 		if (room == 0)
 			return;
-		ssize_t n = conn_read(c->fd, c->in + c->in_wr, room);
+		ssize_t n = conn_read(c->fd, c->in + c->in_wr, room, &c->fdq);
 		if (n == 0)
 			return;
 		if (n < 0) {
@@ -538,11 +624,20 @@ static void notify_conn(shimmy_client *c)
  */
 static void pump_once(shimmy_client *c, int wait_ms)
 {
-	struct pollfd pfd[2];
+	struct pollfd pfd[3];
 	int n = 0, t = timeout_ms_locked(c);
 
 	if (t < 0 || (wait_ms >= 0 && wait_ms < t))
 		t = wait_ms;
+	if (c->shm) {
+		pfd[n].fd = cshm_efd(c->shm);
+		pfd[n].events = POLLIN;
+		n++;
+		/* Armed, writers ring the bell and the bridge makes the
+		 * eventfd readable; data already there means no sleep. */
+		if (cshm_arm(c->shm) && (c->on_msg || !c->borrowed))
+			t = 0;
+	}
 	if (c->fd >= 0) {
 		pfd[n].fd = c->fd;
 		pfd[n].events = POLLIN | (outq_pending(&c->s.out) ? POLLOUT : 0);
@@ -563,8 +658,15 @@ static void pump_once(shimmy_client *c, int wait_ms)
 			    read(c->wakefd, &v, sizeof(v)) < 0) { /* spurious */ }
 		}
 	}
+	if (c->shm) {
+		cshm_clear(c->shm);
+		/* A caller's loop sleeps outside pump_once: the bell stays
+		 * armed for it (shimmy_client_fd()). The library thread and
+		 * blocking calls re-arm on their next round. */
+	}
 	if (c->fd >= 0)
 		read_input(c);
+	shm_deliver(c);
 	flush_out(c);
 	run_timers(c);
 	flush_out(c);
@@ -696,6 +798,15 @@ shimmy_client *shimmy_client_create(const char *uri_s, const shimmy_opts *opts, 
 		rc = -errno;
 		goto out_fds;
 	}
+	shimmy_fdq_init(&c->fdq);
+	if (cfg.offer_shm) {
+		struct epoll_event se = { .events = EPOLLIN };
+		c->shm = cshm_create();
+		if (c->shm) {
+			se.data.fd = cshm_efd(c->shm);
+			epoll_ctl(c->epfd, EPOLL_CTL_ADD, se.data.fd, &se);
+		}
+	}
 	pthread_mutex_init(&c->mu, NULL);
 	{
 		pthread_condattr_t ca;
@@ -738,6 +849,9 @@ void shimmy_client_destroy(shimmy_client *c)
 	close_socket(c);
 	pthread_mutex_unlock(&c->mu);
 	session_fini(&c->s);
+	cshm_destroy(c->shm);
+	shimmy_fdq_fini(&c->fdq);
+	free(c->pbuf);
 	close(c->epfd);
 	close(c->evfd);
 	close(c->wakefd);
@@ -753,7 +867,10 @@ void shimmy_client_destroy(shimmy_client *c)
 
 static bool pred_connected(shimmy_client *c, void *arg)
 {
-	return c->s.state == SESS_CONNECTED;
+	/* With shm negotiated, also wait for the doorbell (it follows the
+	 * CONNACK at once), so the first publish can take the fast path. */
+	return c->s.state == SESS_CONNECTED &&
+	       (!c->shm_active || cshm_ready_session(c->shm));
 }
 
 int shimmy_client_connect(shimmy_client *c, int timeout_ms)
@@ -819,6 +936,7 @@ int shimmy_client_disconnect(shimmy_client *c, int timeout_ms)
 	close_socket(c);
 	session_lost(&c->s);
 	c->shm_active = false;
+	cshm_conn_lost(c->shm);
 	c->conn_err = SHIMMY_ERR_NOT_CONNECTED;
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
@@ -867,6 +985,65 @@ static void after_queue(shimmy_client *c)
 		wake_thread(c);
 }
 
+static bool pred_log_answered(shimmy_client *c, void *arg)
+{
+	const char *topic = arg;
+	return !c->shm_active ||
+	       cshm_log_state(c->shm, topic, strlen(topic)) != CSHM_LOG_PENDING;
+}
+
+/*
+ * The shm path of a publish: QoS 0, not retained, over a negotiated
+ * session. The first publish on a topic asks the broker for a log and
+ * waits for the answer (one round trip), so that messages of a topic do
+ * not switch paths midway. Returns 1 when the topic has a log, 0 when the
+ * message must go over MQTT (lock held).
+ */
+static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flags)
+{
+	if (!c->shm_active || !c->shm || qos != 0 || (flags & SHIMMY_PUB_RETAIN) ||
+	    !topic || !cshm_ready_session(c->shm))
+		return 0;
+	size_t tlen = strlen(topic);
+	int st = cshm_log_state(c->shm, topic, tlen);
+	if (st == CSHM_LOG_NONE) {
+		size_t cap = SHIMMY_CTL_HDR + tlen;
+		uint8_t *req = malloc(cap);
+		const char *cls_env = getenv("SHIMMY_SHM_LOG_CLASS");
+		uint32_t cls = cls_env ? (uint32_t)strtoul(cls_env, NULL, 10) : UINT32_MAX;
+		int n = req ? cshm_log_request(c->shm, topic, tlen, cls, req, cap)
+			    : SHIMMY_ERR_NOMEM;
+		int rc = n < 0 ? n : session_publish(&c->s, SHIMMY_CTL_TOPIC, req, (size_t)n,
+						     0, 0, NULL, now_ms());
+		free(req);
+		if (rc != 0)
+			return 0;
+		after_queue(c);
+		wait_until(c, pred_log_answered, (void *)topic, deadline_of(c, -1), true);
+		st = cshm_log_state(c->shm, topic, tlen);
+	}
+	return st == CSHM_LOG_READY;
+}
+
+/* Encodes props as the bare block a log record carries (no length VBI)
+ * into *buf (malloc'ed, caller frees). Returns its length. */
+static size_t props_block(const shimmy_props *props, uint8_t **buf)
+{
+	const mqtt_props *mp = props_mqtt(props);
+	*buf = NULL;
+	if (!mp)
+		return 0;
+	size_t body = mqtt_props_size(mp);
+	size_t total = mqtt_vbi_size((uint32_t)body) + body;
+	uint8_t *b = malloc(total);
+	if (!b)
+		return 0;
+	mqtt_props_encode(b, total, mp);
+	memmove(b, b + (total - body), body);
+	*buf = b;
+	return body;
+}
+
 int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 		   size_t len, int qos, unsigned flags, const shimmy_props *props)
 {
@@ -875,6 +1052,19 @@ int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 	if (!c || qos < 0 || qos > 2)
 		return SHIMMY_ERR_INVALID;
 	pthread_mutex_lock(&c->mu);
+	if (shm_route(c, topic, qos, flags)) {
+		uint8_t *pb = NULL;
+		size_t pl = props ? props_block(props, &pb) : 0;
+		rc = cshm_publish(c->shm, topic, strlen(topic), pb, pl, payload, len);
+		free(pb);
+		if (rc == 0) {
+			c->stats[SHIMMY_STAT_TX_MSGS]++;
+			c->stats[SHIMMY_STAT_TX_BYTES] += len;
+			pthread_mutex_unlock(&c->mu);
+			return 0;
+		}
+		/* Too large for the log, or a loan open: MQTT carries it. */
+	}
 	rc = wait_room(c, qos);
 	if (rc == 0)
 		rc = session_publish(&c->s, topic, payload, len, qos, flags, props_mqtt(props),
@@ -897,6 +1087,18 @@ int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
 	if (!c || !buf)
 		return SHIMMY_ERR_INVALID;
 	pthread_mutex_lock(&c->mu);
+	/* Zero copy into the log when the topic has one (no properties: a
+	 * loan reserves payload only). Committed with QoS > 0 or RETAIN, the
+	 * bytes are copied into an MQTT PUBLISH instead. */
+	if (!props && shm_route(c, topic, 0, 0)) {
+		void *p = NULL;
+		rc = cshm_loan(c->shm, topic, strlen(topic), len, &p);
+		if (rc == 0) {
+			pthread_mutex_unlock(&c->mu);
+			*buf = p;
+			return 0;
+		}
+	}
 	rc = session_loan(&c->s, topic, len, props_mqtt(props), &b);
 	pthread_mutex_unlock(&c->mu);
 	*buf = b;
@@ -915,6 +1117,31 @@ int shimmy_commit(shimmy_client *c, void *buf, int qos, unsigned flags)
 	if (!c || !buf || qos < 0 || qos > 2)
 		return SHIMMY_ERR_INVALID;
 	pthread_mutex_lock(&c->mu);
+	if (c->shm && cshm_is_loan(c->shm, buf)) {
+		const char *topic;
+		size_t tlen, len;
+		cshm_loan_info(c->shm, buf, &topic, &tlen, &len);
+		if (qos == 0 && !(flags & SHIMMY_PUB_RETAIN)) {
+			rc = cshm_commit(c->shm, buf);
+		} else {
+			char *t = strndup(topic, tlen);
+			rc = t ? wait_room(c, qos) : SHIMMY_ERR_NOMEM;
+			if (rc == 0)
+				rc = session_publish(&c->s, t, buf, len, qos, flags, NULL,
+						     now_ms());
+			if (c->shm)
+				cshm_abort(c->shm, buf);
+			if (rc == 0)
+				after_queue(c);
+			free(t);
+		}
+		if (rc == 0) {
+			c->stats[SHIMMY_STAT_TX_MSGS]++;
+			c->stats[SHIMMY_STAT_TX_BYTES] += len;
+		}
+		pthread_mutex_unlock(&c->mu);
+		return rc;
+	}
 	rc = wait_room(c, qos);
 	if (rc == 0) {
 		size_t len = 0;
@@ -937,7 +1164,10 @@ void shimmy_loan_abort(shimmy_client *c, void *buf)
 	if (!c || !buf)
 		return;
 	pthread_mutex_lock(&c->mu);
-	session_loan_abort(&c->s, buf);
+	if (c->shm && cshm_is_loan(c->shm, buf))
+		cshm_abort(c->shm, buf);
+	else
+		session_loan_abort(&c->s, buf);
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -1084,12 +1314,54 @@ static int pop_msg(shimmy_client *c, shimmy_msg **out)
 		ev_update(c);
 		return 0;
 	}
+	if (c->shm) {
+		cshm_msg m;
+		while (cshm_next(c->shm, &m) == 1) {
+			c->stats[SHIMMY_STAT_RX_MSGS]++;
+			c->stats[SHIMMY_STAT_RX_BYTES] += m.len;
+			if (msg_fill_shm(c, &m)) {
+				cshm_release(c->shm);
+				continue;
+			}
+			c->borrowed = true;
+			c->shm_borrowed = true;
+			*out = &c->msg;
+			ev_update(c);
+			return 0;
+		}
+	}
 	return SHIMMY_ERR_AGAIN;
 }
 
 static bool pred_has_msg(shimmy_client *c, void *arg)
 {
-	return c->pq_n > 0;
+	return c->pq_n > 0 || (c->shm && cshm_has_data(c->shm));
+}
+
+/* Before blocking in poll: spin a little on the shm logs (the broker's
+ * shimmy_shm_spin_us, SHIMMY_SHM_SPIN_US overrides), since a futex wake
+ * through the bridge thread costs two context switches. Lock held. */
+static void shm_spin(shimmy_client *c)
+{
+	if (!c->shm || c->pq_n || !cshm_readers(c->shm))
+		return;
+	const char *e = getenv("SHIMMY_SHM_SPIN_US");
+	int64_t us = e ? strtoll(e, NULL, 10) : cshm_spin_us(c->shm);
+	if (us <= 0)
+		return;
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (unsigned i = 0;; i++) {
+		if (cshm_has_data(c->shm))
+			return;
+		if ((i & 63) == 63) {
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			int64_t ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL +
+				     (t1.tv_nsec - t0.tv_nsec);
+			if (ns >= us * 1000)
+				return;
+		}
+	}
 }
 
 int shimmy_recv(shimmy_client *c, shimmy_msg **msg, int timeout_ms)
@@ -1105,6 +1377,7 @@ int shimmy_recv(shimmy_client *c, shimmy_msg **msg, int timeout_ms)
 		rc = SHIMMY_ERR_STATE;
 	else {
 		uint64_t dl = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
+		shm_spin(c);
 		rc = wait_until(c, pred_has_msg, NULL, dl,
 				!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
 		if (rc == 0)
@@ -1146,6 +1419,10 @@ void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg)
 	if (!c || msg != &c->msg)
 		return;
 	pthread_mutex_lock(&c->mu);
+	if (c->shm_borrowed) {
+		cshm_release(c->shm);
+		c->shm_borrowed = false;
+	}
 	c->borrowed = false;
 	ev_update(c);
 	pthread_mutex_unlock(&c->mu);
@@ -1260,6 +1537,8 @@ uint64_t shimmy_client_stat(shimmy_client *c, shimmy_stat which)
 		return 0;
 	pthread_mutex_lock(&c->mu);
 	v = c->stats[which];
+	if (which == SHIMMY_STAT_LOST_MSGS)
+		v += cshm_lost(c->shm);
 	pthread_mutex_unlock(&c->mu);
 	return v;
 }

@@ -19,7 +19,8 @@
 #include "clients/include/shimmy.h"
 
 #define IOV_BATCH 64
-#define CMSG_FDS_MAX 16
+/* fds one recvmsg() accepts: the broker sends at most 32 per write. */
+#define CMSG_FDS_MAX 64
 
 static uint64_t mono_ms(void)
 {
@@ -131,8 +132,8 @@ int conn_open(const uri *u, int timeout_ms)
 	}
 }
 
-/* Closes every fd in a received SCM_RIGHTS message. */
-static void close_passed_fds(struct msghdr *mh)
+/* Queues (or closes, q NULL) every fd of a received SCM_RIGHTS message. */
+static void take_passed_fds(struct msghdr *mh, shimmy_fdq *q)
 {
 	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
@@ -142,12 +143,16 @@ static void close_passed_fds(struct msghdr *mh)
 		if (n > CMSG_FDS_MAX)
 			n = CMSG_FDS_MAX;
 		memcpy(fds, CMSG_DATA(cm), n * sizeof(int));
-		for (size_t i = 0; i < n; i++)
-			close(fds[i]);
+		for (size_t i = 0; i < n; i++) {
+			if (q)
+				shimmy_fdq_push(q, fds[i]); /* closes on overflow */
+			else
+				close(fds[i]);
+		}
 	}
 }
 
-ssize_t conn_read(int fd, void *buf, size_t cap)
+ssize_t conn_read(int fd, void *buf, size_t cap, shimmy_fdq *q)
 {
 	union {
 		char buf[CMSG_SPACE(CMSG_FDS_MAX * sizeof(int))];
@@ -171,7 +176,7 @@ ssize_t conn_read(int fd, void *buf, size_t cap)
 	if (n < 0)
 		return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -errno;
 	if (mh.msg_controllen)
-		close_passed_fds(&mh);
+		take_passed_fds(&mh, q);
 	if (n == 0)
 		return SHIMMY_ERR_CONN_LOST;
 	return n;

@@ -15,6 +15,7 @@
 
 #include "clients/outq.h"
 #include "clients/uri.h"
+#include "shmpath/ctl.h"
 
 /* Connects to u, waiting at most timeout_ms (< 0: forever). Returns the fd,
  * or -errno / SHIMMY_ERR_TIMEOUT / SHIMMY_ERR_UNSUPPORTED (tls) /
@@ -23,8 +24,9 @@ int conn_open(const uri *u, int timeout_ms);
 
 /* Reads into buf[0..cap). Returns bytes read (> 0), 0 when nothing is
  * available (EAGAIN), SHIMMY_ERR_CONN_LOST on EOF, or -errno. Descriptors
- * received as ancillary data are closed (the shm path will claim them). */
-ssize_t conn_read(int fd, void *buf, size_t cap);
+ * received as ancillary data are queued in q in order (transferred; NULL:
+ * closed) for the shm control messages that announce them. */
+ssize_t conn_read(int fd, void *buf, size_t cap, shimmy_fdq *q);
 
 /* Writes as much of q as the socket takes, in writev batches, consuming
  * what was written. Returns bytes written (>= 0) or -errno (not EAGAIN). */

@@ -54,6 +54,7 @@ void tool_common_usage(void)
 	" -d             debug output on stderr\n"
 	" --require-shm  fail unless the broker negotiated the shm extension\n"
 	" --no-shm       never offer the shm extension\n"
+	" --reconnect    reconnect (with backoff) and resubscribe after a broker loss\n"
 	" --will-topic T --will-payload P --will-qos Q --will-retain\n"
 	" -D publish PROPERTY VALUE...   MQTT 5: user-property K V, content-type,\n"
 	"                message-expiry-interval, response-topic, correlation-data,\n"
@@ -211,6 +212,8 @@ int tool_common_opt(tool_cfg *t, int argc, char **argv, int *i)
 			t->require_shm = true;
 		else if (strcmp(a, "--no-shm") == 0)
 			t->no_shm = true;
+		else if (strcmp(a, "--reconnect") == 0)
+			t->reconnect = true;
 		else if (strcmp(a, "--will-retain") == 0)
 			t->will_retain = true;
 		else if (strcmp(a, "--quiet") == 0)
@@ -268,6 +271,8 @@ shimmy_client *tool_connect(tool_cfg *t, unsigned extra_flags)
 		flags |= SHIMMY_OPT_NO_SHM;
 	if (t->no_clean)
 		flags |= SHIMMY_OPT_NO_CLEAN;
+	if (t->reconnect)
+		flags |= SHIMMY_OPT_RECONNECT;
 	rc = rc ? rc : shimmy_opts_set_version(o, t->version);
 	rc = rc ? rc : shimmy_opts_set_keepalive(o, (uint16_t)t->keepalive);
 	rc = rc ? rc : shimmy_opts_set_session_expiry(o, t->session_expiry);

@@ -36,6 +36,7 @@ typedef struct tool_cfg {
 	bool require_shm;
 	bool no_shm;
 	bool no_clean;
+	bool reconnect;      /* --reconnect: SHIMMY_OPT_RECONNECT */
 	bool quiet;
 	uint32_t session_expiry;
 	const char *will_topic;

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <cmocka.h>
 
+#include "broker/authn.h"
+#include "broker/scram.h"
 #include "mqtt/packet.h"
 
 static broker_cfg cfg;
@@ -1062,6 +1064,416 @@ static void test_client_max_packet(void **state)
 	broker_destroy(b);
 }
 
+/* A v5 CONNECT with extra properties set by the caller. */
+static void cl_connect_props(broker *b, client *cl, const char *id,
+			     const mqtt_props *props)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_CONNECT;
+	p.u.connect.version = MQTT_V5;
+	p.u.connect.clean_start = true;
+	p.u.connect.keep_alive = 60;
+	p.u.connect.client_id = mqtt_str_c(id);
+	p.u.connect.props = *props;
+	cl_send(b, cl, &p);
+}
+
+static void test_outbound_topic_alias(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_open(b, MQTT_V5);
+	mqtt_props pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.present = MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS_MAXIMUM);
+	pr.topic_alias_maximum = 1;
+	cl_connect_props(b, s, "s", &pr);
+	cl_expect(s, MQTT_CONNACK, NULL);
+	cl_sub(b, s, "a/#", 1, 0, 1);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	mqtt_packet m;
+	cl_pub(b, p, "a/1", "x", 1, false, 1);
+	/* First use: topic and alias 1 [MQTT-3.3.2-12]. */
+	cl_expect(s, MQTT_PUBLISH, &m);
+	assert_true(m.u.publish.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS));
+	assert_int_equal(m.u.publish.props.topic_alias, 1);
+	assert_int_equal(m.u.publish.topic.len, 3);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	cl_pub(b, p, "a/1", "y", 0, false, 0);
+	cl_expect(s, MQTT_PUBLISH, &m);
+	assert_int_equal(m.u.publish.props.topic_alias, 1);
+	assert_int_equal(m.u.publish.topic.len, 0);
+	/* Maximum reached: a second topic goes out in full, no alias. */
+	cl_pub(b, p, "a/2", "z", 0, false, 0);
+	cl_expect(s, MQTT_PUBLISH, &m);
+	assert_false(m.u.publish.props.present &
+		     MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS));
+	assert_int_equal(m.u.publish.topic.len, 3);
+	/* A client without Topic Alias Maximum never gets aliases. */
+	client *s2 = cl_up(b, MQTT_V5, "s2", true, NULL);
+	cl_sub(b, s2, "a/#", 0, 0, 0);
+	cl_pub(b, p, "a/1", "w", 0, false, 0);
+	cl_expect(s2, MQTT_PUBLISH, &m);
+	assert_false(m.u.publish.props.present &
+		     MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS));
+	cl_close(b, s);
+	cl_close(b, s2);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void cl_pub_pfi(broker *b, client *cl, const char *topic,
+		       const uint8_t *pl, uint32_t len, uint8_t qos,
+		       uint16_t pid)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_PUBLISH;
+	p.u.publish.topic = mqtt_str_c(topic);
+	p.u.publish.payload = (mqtt_bytes){ pl, len };
+	p.u.publish.qos = qos;
+	p.u.publish.packet_id = pid;
+	p.u.publish.props.present =
+		MQTT_PROP_BIT(MQTT_PROP_PAYLOAD_FORMAT_INDICATOR);
+	p.u.publish.props.payload_format = 1;
+	cl_send(b, cl, &p);
+}
+
+static void test_payload_format_invalid(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	cl_sub(b, s, "t", 1, 0, 1);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	static const uint8_t bad[] = { 'a', 0xC3, 0x28 };
+	static const uint8_t good[] = { 'h', 0xC3, 0xA9 };
+	mqtt_packet m;
+	cl_pub_pfi(b, p, "t", bad, sizeof(bad), 1, 5);
+	cl_expect(p, MQTT_PUBACK, &m);
+	assert_int_equal(m.u.ack.reason, MQTT_RC_PAYLOAD_FORMAT_INVALID);
+	assert_true(m.u.ack.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_REASON_STRING));
+	cl_none(s);
+	cl_pub_pfi(b, p, "t", good, sizeof(good), 1, 6);
+	cl_expect(p, MQTT_PUBACK, &m);
+	assert_int_equal(m.u.ack.reason, 0);
+	cl_expect(s, MQTT_PUBLISH, &m);
+	assert_int_equal(m.u.publish.props.payload_format, 1);
+	cl_ack(b, s, MQTT_PUBACK, m.u.publish.packet_id);
+	/* QoS 0: no ack to carry it, so DISCONNECT 0x99. */
+	cl_pub_pfi(b, p, "t", bad, sizeof(bad), 0, 0);
+	cl_expect(p, MQTT_DISCONNECT, &m);
+	assert_int_equal(m.u.disconnect.reason, MQTT_RC_PAYLOAD_FORMAT_INVALID);
+	assert_true(cl_closing(p));
+	cl_none(s);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_problem_and_response_info(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V5);
+	mqtt_props pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.present = MQTT_PROP_BIT(MQTT_PROP_REQUEST_RESPONSE_INFORMATION) |
+		     MQTT_PROP_BIT(MQTT_PROP_REQUEST_PROBLEM_INFORMATION);
+	pr.request_response_info = 1;
+	pr.request_problem_info = 0;
+	cl_connect_props(b, c, "rr", &pr);
+	mqtt_packet m;
+	cl_expect(c, MQTT_CONNACK, &m);
+	assert_true(m.u.connack.props.present &
+		    MQTT_PROP_BIT(MQTT_PROP_RESPONSE_INFORMATION));
+	assert_int_equal(m.u.connack.props.response_info.len, 11);
+	assert_memory_equal(m.u.connack.props.response_info.ptr,
+			    "response/rr", 11);
+	/* Request Problem Information 0: no Reason String on an ack
+	 * [MQTT-3.1.2-29]. */
+	static const uint8_t bad[] = { 0xFF };
+	cl_pub_pfi(b, c, "t", bad, 1, 1, 9);
+	cl_expect(c, MQTT_PUBACK, &m);
+	assert_int_equal(m.u.ack.reason, MQTT_RC_PAYLOAD_FORMAT_INVALID);
+	assert_false(m.u.ack.props.present &
+		     MQTT_PROP_BIT(MQTT_PROP_REASON_STRING));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_shared_prefers_online_and_hands_off(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s1 = cl_up(b, MQTT_V5, "m1", false, NULL); /* persistent */
+	client *s2 = cl_up(b, MQTT_V5, "m2", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s1, "$share/g/job", 1, 0, 1);
+	cl_sub(b, s2, "$share/g/job", 1, 0, 1);
+	/* m1 goes offline (session kept): every message goes to m2. */
+	cl_close(b, s1);
+	for (int i = 0; i < 3; i++)
+		cl_pub(b, p, "job", "a", 1, false, (uint16_t)(10 + i));
+	mqtt_packet m;
+	int n2 = 0;
+	while (cl_recv(s2, &m))
+		if (m.type == MQTT_PUBLISH)
+			n2++;
+	assert_int_equal(n2, 3);
+	/* m2 leaves with unacknowledged messages (session ends with the
+	 * connection): they go to m1's session, the only member left. */
+	cl_close(b, s2);
+	bool present = false;
+	s1 = cl_up(b, MQTT_V5, "m1", false, &present);
+	assert_true(present);
+	int n1 = 0;
+	while (cl_recv(s1, &m))
+		if (m.type == MQTT_PUBLISH)
+			n1++;
+	assert_int_equal(n1, 3);
+	cl_close(b, s1);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
+static void test_receive_maximum_exceeded(void **state)
+{
+	(void)state;
+	cfg.max_inflight_messages = 2;
+	broker *b = mkbroker();
+	client *c = cl_up(b, MQTT_V5, "c", true, NULL);
+	cl_pub(b, c, "t", "1", 2, false, 1);
+	cl_pub(b, c, "t", "2", 2, false, 2);
+	cl_expect(c, MQTT_PUBREC, NULL);
+	cl_expect(c, MQTT_PUBREC, NULL);
+	cl_pub(b, c, "t", "3", 2, false, 3);
+	mqtt_packet m;
+	cl_expect(c, MQTT_DISCONNECT, &m);
+	assert_int_equal(m.u.disconnect.reason,
+			 MQTT_RC_RECEIVE_MAXIMUM_EXCEEDED);
+	/* The conn lingers (input ignored) and closes at the next scan. */
+	assert_false(cl_closing(c));
+	cl_pub(b, c, "t", "4", 2, false, 4);
+	cl_none(c);
+	now += 2000;
+	broker_tick(b, now);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+static void test_quota_exceeded(void **state)
+{
+	(void)state;
+	cfg.max_inflight_messages = 200;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	cl_sub(b, s, "big", 1, 0, 1);
+	size_t len = 1u << 20;
+	char *pl = malloc(len);
+	assert_non_null(pl);
+	memset(pl, 'x', len);
+	/* Never read: after 64 MiB pending the client is cut off. */
+	for (int i = 0; i < 70; i++)
+		broker_publish(b, "big", pl, len, 1, 0, now);
+	free(pl);
+	assert_true(cl_closing(s));
+	const uint8_t *d;
+	size_t n;
+	broker_conn_output(s->c, &d, &n);
+	/* The last packet is DISCONNECT 0x97 (with a Reason String). */
+	size_t off = 0, last = 0;
+	while (off < n) {
+		uint32_t sz;
+		assert_true(mqtt_packet_size(d + off, n - off, &sz) >= 0);
+		last = off;
+		off += sz;
+	}
+	assert_int_equal(d[last], 0xE0);
+	assert_int_equal(d[last + 2], MQTT_RC_QUOTA_EXCEEDED);
+	broker_conn_written(s->c, n);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+static void test_unknown_auth_method(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *c = cl_open(b, MQTT_V5);
+	mqtt_props pr;
+	memset(&pr, 0, sizeof(pr));
+	pr.present = MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD);
+	pr.auth_method = mqtt_str_c("NOPE");
+	cl_connect_props(b, c, "c", &pr);
+	mqtt_packet m;
+	cl_expect(c, MQTT_CONNACK, &m);
+	assert_int_equal(m.u.connack.reason, MQTT_RC_BAD_AUTHENTICATION_METHOD);
+	assert_true(cl_closing(c));
+	cl_close(b, c);
+	broker_destroy(b);
+}
+
+/* An authn method over scram_exchange with the RFC 7677 server nonce, so
+ * that the RFC's messages can be replayed through the broker. */
+static authn_status fixed_start(void **st, authn_io *io, void *ctx)
+{
+	scram_exchange *x =
+		scram_exchange_create(ctx, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0");
+	*st = x;
+	return scram_exchange_step(x, io->in.ptr, io->in.len, io->out,
+				   io->out_cap, &io->out_len);
+}
+
+static authn_status fixed_step(void *st, authn_io *io, void *ctx)
+{
+	(void)ctx;
+	authn_status r = scram_exchange_step(st, io->in.ptr, io->in.len,
+					     io->out, io->out_cap,
+					     &io->out_len);
+	if (r == AUTHN_SUCCESS)
+		snprintf(io->user, sizeof(io->user), "%s",
+			 scram_exchange_user(st));
+	return r;
+}
+
+static void fixed_end(void *st, void *ctx)
+{
+	(void)ctx;
+	scram_exchange_destroy(st);
+}
+
+static void cl_auth(broker *b, client *cl, const char *data)
+{
+	mqtt_packet p;
+	memset(&p, 0, sizeof(p));
+	p.type = MQTT_AUTH;
+	p.u.disconnect.reason = MQTT_RC_CONTINUE_AUTHENTICATION;
+	p.u.disconnect.props.present =
+		MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD) |
+		MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA);
+	p.u.disconnect.props.auth_method = mqtt_str_c(SCRAM_METHOD_NAME);
+	p.u.disconnect.props.auth_data =
+		(mqtt_bytes){ (const uint8_t *)data, (uint32_t)strlen(data) };
+	cl_send(b, cl, &p);
+}
+
+static void test_enhanced_auth_scram(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	scram_db *db = scram_db_create();
+	assert_int_equal(scram_db_add_line(db,
+		"user:W22ZaJ0SNY7soEsUEjb6gQ==:4096:"
+		"WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
+		"wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU="), 0);
+	authn reg;
+	authn_init(&reg);
+	authn_method am = { SCRAM_METHOD_NAME, fixed_start, fixed_step,
+			    fixed_end, db };
+	assert_int_equal(authn_add(&reg, &am), 0);
+	assert_int_not_equal(authn_add(&reg, &am), 0); /* name taken */
+	broker_set_authn(b, &reg);
+
+	for (int round = 0; round < 2; round++) {
+		client *c = cl_open(b, MQTT_V5);
+		mqtt_props pr;
+		memset(&pr, 0, sizeof(pr));
+		pr.present = MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD) |
+			     MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA);
+		pr.auth_method = mqtt_str_c(SCRAM_METHOD_NAME);
+		static const char c1[] = "n,,n=user,r=rOprNGfwEbeRWgbNEkqO";
+		pr.auth_data = (mqtt_bytes){ (const uint8_t *)c1,
+					     (uint32_t)strlen(c1) };
+		cl_connect_props(b, c, "sc", &pr);
+		mqtt_packet m;
+		cl_expect(c, MQTT_AUTH, &m);
+		assert_int_equal(m.u.disconnect.reason,
+				 MQTT_RC_CONTINUE_AUTHENTICATION);
+		assert_int_equal(m.u.disconnect.props.auth_data.len, 86);
+		/* Anything but AUTH now is a protocol error; round 1 sends
+		 * a bad proof instead. */
+		if (round == 1) {
+			cl_auth(b, c, "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+				      "p=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=");
+			cl_expect(c, MQTT_CONNACK, &m);
+			assert_int_equal(m.u.connack.reason,
+					 MQTT_RC_NOT_AUTHORIZED);
+			assert_true(cl_closing(c));
+			cl_close(b, c);
+			break;
+		}
+		cl_auth(b, c, "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,"
+			      "p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+		cl_expect(c, MQTT_CONNACK, &m);
+		assert_int_equal(m.u.connack.reason, 0);
+		assert_true(m.u.connack.props.present &
+			    MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA));
+		assert_memory_equal(m.u.connack.props.auth_data.ptr,
+				    "v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=",
+				    46);
+		/* Usable afterwards. */
+		cl_sub(b, c, "x", 0, 0, 0);
+		cl_close(b, c);
+	}
+	broker_destroy(b);
+	scram_db_destroy(db);
+}
+
+static void test_sys_counters(void **state)
+{
+	(void)state;
+	cfg.sys_interval = 10;
+	broker *b = mkbroker();
+	broker_tick(b, now);
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "$SYS/broker/clients/connected", 0, 0, 0);
+	expect_pub(s, "$SYS/broker/clients/connected", "0", 0, true, NULL);
+	cl_sub(b, s, "$SYS/broker/subscriptions/count", 0, 0, 0);
+	expect_pub(s, "$SYS/broker/subscriptions/count", "0", 0, true, NULL);
+	cl_sub(b, s, "$SYS/broker/load/publish/received/1min", 0, 0, 0);
+	cl_none(s); /* first interval: no load sample yet */
+	cl_sub(b, s, "$SYS/broker/publish/messages/received", 0, 0, 0);
+	expect_pub(s, "$SYS/broker/publish/messages/received", "0", 0, true,
+		   NULL);
+	for (int i = 0; i < 6; i++)
+		cl_pub(b, s, "t", "x", 0, false, 0);
+	now += 10000;
+	broker_tick(b, now);
+	static const char *const want[][2] = {
+		{ "$SYS/broker/clients/connected", "1" },
+		{ "$SYS/broker/publish/messages/received", "6" },
+		{ "$SYS/broker/subscriptions/count", "4" },
+		/* 6 per 10 s = 36/min, decayed with exp(-10/60) from 0. */
+		{ "$SYS/broker/load/publish/received/1min", "5.53" },
+	};
+	bool seen[4] = { false };
+	mqtt_packet m;
+	while (cl_recv(s, &m)) {
+		assert_int_equal(m.type, MQTT_PUBLISH);
+		for (int i = 0; i < 4; i++) {
+			if (m.u.publish.topic.len == strlen(want[i][0]) &&
+			    memcmp(m.u.publish.topic.ptr, want[i][0],
+				   m.u.publish.topic.len) == 0) {
+				assert_int_equal(m.u.publish.payload.len,
+						 strlen(want[i][1]));
+				assert_memory_equal(m.u.publish.payload.ptr,
+						    want[i][1],
+						    strlen(want[i][1]));
+				seen[i] = true;
+			}
+		}
+	}
+	for (int i = 0; i < 4; i++)
+		assert_true(seen[i]);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
 static int setup(void **state)
 {
 	(void)state;
@@ -1099,6 +1511,15 @@ int main(void)
 		cmocka_unit_test_setup(test_session_expiry, setup),
 		cmocka_unit_test_setup(test_sys, setup),
 		cmocka_unit_test_setup(test_client_max_packet, setup),
+		cmocka_unit_test_setup(test_outbound_topic_alias, setup),
+		cmocka_unit_test_setup(test_payload_format_invalid, setup),
+		cmocka_unit_test_setup(test_problem_and_response_info, setup),
+		cmocka_unit_test_setup(test_shared_prefers_online_and_hands_off, setup),
+		cmocka_unit_test_setup(test_receive_maximum_exceeded, setup),
+		cmocka_unit_test_setup(test_quota_exceeded, setup),
+		cmocka_unit_test_setup(test_unknown_auth_method, setup),
+		cmocka_unit_test_setup(test_enhanced_auth_scram, setup),
+		cmocka_unit_test_setup(test_sys_counters, setup),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,935 @@
+/*
+ * broker/shm.c — see shm.h.
+ *
+ * Objects and who points at whom:
+ *
+ *   shm_broker --clients--> shm_client --(owner of)--> shm_log
+ *              --logs-----> shm_log --readers--> shm_att --cl--> shm_client
+ *
+ * An shm_att is one reader table entry of one log: a client's attachment
+ * (cl != NULL) or the broker's own reader (cl == NULL, rd != NULL). Each
+ * att owns its slot segment; the broker keeps its RW mapping, so it can
+ * read the reader's `lost` and so that the writer of an inbound log (the
+ * broker itself) can track it. A log owns its segment and its atts.
+ *
+ * Inbound logs (one per shm client) are logs whose writer is the broker;
+ * they are not on sb->logs and carry a topic per record:
+ *   props = | u16 BE topic_len | topic | MQTT 5 property bytes |
+ *
+ * Invariants: an att is on exactly one log's list and, when cl != NULL, on
+ * cl->atts; log->used has bit idx set iff an att with that idx exists;
+ * a log with owner == NULL is CLOSED and kept only while the broker's
+ * reader drains it.
+ */
+#include "broker/shm.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "mqtt/error.h"
+#include "mqtt/topic.h"
+#include "shmpath/ctl.h"
+#include "shmpath/notify.h"
+#include "shmpath/segment.h"
+
+/* Data capacity class of an inbound log (1 MiB, records up to 256 KiB). */
+#define SHM_INBOUND_CLASS 1u
+/* Default class of a publisher's log when the client asks for none. */
+#define SHM_LOG_CLASS_DEFAULT 1u
+/* Records routed per log per shm_broker_poll(). */
+#define SHM_POLL_BUDGET 256
+/* Readers per log (table entries); the broker's own reader takes one. */
+#define SHM_READERS SHIMMY_RING_READERS
+/* Offset of a reader slot's cumulative `lost` counter. */
+#define SHM_SLOT_LOST_OFF 136u
+
+typedef struct shm_log shm_log;
+typedef struct shm_att shm_att;
+
+struct shm_att {
+	shm_log *log;
+	shm_client *cl;          /* NULL: the broker's own reader */
+	uint32_t idx;
+	uint64_t gen;
+	shimmy_seg slot;         /* broker's RW mapping of the slot */
+	shimmy_ring_reader *rd;  /* broker's reader (cl == NULL) */
+	shm_att *next_in_log;
+	shm_att *next_in_cl;
+};
+
+struct shm_log {
+	uint64_t id;
+	char *topic;             /* NUL-terminated; "" for inbound logs */
+	uint16_t topic_len;
+	shm_client *owner;       /* publisher; NULL once closed */
+	bool inbound;
+	shimmy_seg seg;
+	shimmy_ring_writer *w;   /* inbound logs only: the broker writes */
+	uint64_t gen_next;
+	uint64_t used[(SHM_READERS + 63) / 64];
+	shm_att *atts;
+	shm_att *brd;            /* the broker's reader, if any */
+	shm_log *next;           /* sb->logs */
+};
+
+struct shm_client {
+	shm_broker *sb;
+	void *conn;
+	shimmy_seg bell;
+	shm_log *inbound;
+	shm_att *atts;           /* attachments as a reader (not inbound) */
+	uint64_t bytes;          /* segment bytes charged */
+	shm_client *prev, *next;
+};
+
+struct shm_broker {
+	shm_env env;
+	shm_limits lim;
+	shm_client *clients;
+	shm_log *logs;
+	uint64_t next_id;
+
+	shimmy_seg bell;         /* the broker's own doorbell */
+	shimmy_bell *b;
+	int efd;
+	pthread_t thread;
+	bool thread_started;
+	atomic_bool stop;
+	bool armed;
+
+	uint8_t *rx;             /* receive buffer for routed records */
+	size_t rx_cap;
+	uint8_t *tx;             /* control frame buffer */
+	size_t tx_cap;
+	shm_stats st;
+};
+
+/* ---- segments and accounting ------------------------------------------ */
+
+static int seg_new(shm_broker *sb, shm_client *cl, shimmy_seg *seg,
+		   uint32_t kind, size_t body_len)
+{
+	size_t size = SHIMMY_SEG_HDR_SIZE + body_len;
+	if (cl && cl->bytes + size > sb->lim.max_bytes)
+		return -EDQUOT;
+	int rc = shimmy_seg_create(seg, kind, body_len, ++sb->next_id);
+	if (rc < 0)
+		return rc;
+	if (cl)
+		cl->bytes += seg->size;
+	sb->st.segment_bytes += seg->size;
+	return 0;
+}
+
+static void seg_free(shm_broker *sb, shm_client *cl, shimmy_seg *seg)
+{
+	if (!seg->base)
+		return;
+	if (cl)
+		cl->bytes -= cl->bytes < seg->size ? cl->bytes : seg->size;
+	sb->st.segment_bytes -= sb->st.segment_bytes < seg->size
+					? sb->st.segment_bytes
+					: seg->size;
+	shimmy_seg_unmap(seg);
+}
+
+static void *seg_body_len(const shimmy_seg *seg, size_t *len)
+{
+	return shimmy_seg_body(seg, len);
+}
+
+/* ---- control messages --------------------------------------------------- */
+
+/* Frames m and hands it with fds (transferred) to the core. */
+static int ctl_send(shm_broker *sb, shm_client *cl, const shimmy_ctl *m,
+		    int *fds, unsigned nfds)
+{
+	int need = shimmy_ctl_frame(m, 1, NULL, 0);
+	int rc = need;
+	if (need < 0)
+		goto out_close;
+	if ((size_t)need > sb->tx_cap) {
+		uint8_t *p = realloc(sb->tx, (size_t)need);
+		if (!p) {
+			rc = -ENOMEM;
+			goto out_close;
+		}
+		sb->tx = p;
+		sb->tx_cap = (size_t)need;
+	}
+	shimmy_ctl_frame(m, 1, sb->tx, sb->tx_cap);
+	return sb->env.send(cl->conn, sb->tx, (size_t)need, fds, nfds,
+			    sb->env.ctx);
+out_close:
+	for (unsigned i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+	return rc;
+}
+
+static int dup_fd(int fd)
+{
+	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+	return d < 0 ? -errno : d;
+}
+
+/* ---- attachments -------------------------------------------------------- */
+
+static int idx_alloc(shm_log *lg, const void *mem, size_t len)
+{
+	(void)mem;
+	(void)len;
+	for (uint32_t i = 0; i < SHM_READERS; i++) {
+		if (!(lg->used[i / 64] & (1ull << (i % 64)))) {
+			lg->used[i / 64] |= 1ull << (i % 64);
+			return (int)i;
+		}
+	}
+	return -ENOSPC;
+}
+
+static void idx_free(shm_log *lg, uint32_t idx)
+{
+	lg->used[idx / 64] &= ~(1ull << (idx % 64));
+}
+
+/* Unlinks att from its log and client lists, frees its table entry and
+ * its slot. The caller tells the writer (READER_DROP) if it must. */
+static void att_free(shm_broker *sb, shm_att *a)
+{
+	shm_log *lg = a->log;
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	shimmy_ring_slot_set(mem, len, a->idx, SHIMMY_RING_SLOT_FREE, 0);
+	if (lg->w)
+		shimmy_ring_writer_untrack(lg->w, a->idx);
+	idx_free(lg, a->idx);
+	for (shm_att **pp = &lg->atts; *pp; pp = &(*pp)->next_in_log)
+		if (*pp == a) {
+			*pp = a->next_in_log;
+			break;
+		}
+	if (a->cl)
+		for (shm_att **pp = &a->cl->atts; *pp; pp = &(*pp)->next_in_cl)
+			if (*pp == a) {
+				*pp = a->next_in_cl;
+				break;
+			}
+	if (lg->brd == a)
+		lg->brd = NULL;
+	if (a->rd)
+		shimmy_ring_reader_destroy(a->rd);
+	if (!lg->inbound)
+		sb->st.attachments--;
+	seg_free(sb, a->cl, &a->slot);
+	free(a);
+}
+
+/* Tells the publisher of lg that reader idx is gone. */
+static void tell_drop(shm_broker *sb, shm_log *lg, uint32_t idx)
+{
+	if (!lg->owner)
+		return;
+	shimmy_ctl m = { .type = SHIMMY_CTL_READER_DROP, .log_id = lg->id,
+			 .idx = idx };
+	ctl_send(sb, lg->owner, &m, NULL, 0);
+}
+
+/*
+ * Creates an attachment of cl (NULL: the broker itself) to lg: a table
+ * entry, a slot segment, and the fds for the reader and the writer.
+ * Returns the att or NULL (no entry, quota, or a syscall failed).
+ */
+static shm_att *att_new(shm_broker *sb, shm_log *lg, shm_client *cl,
+			unsigned ring_flags)
+{
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	shm_att *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	int idx = idx_alloc(lg, mem, len);
+	if (idx < 0)
+		goto out_free;
+	a->log = lg;
+	a->cl = cl;
+	a->idx = (uint32_t)idx;
+	a->gen = ++lg->gen_next;
+	if (seg_new(sb, cl, &a->slot, SHIMMY_SEG_SLOT, SHIMMY_RING_SLOT_SIZE) < 0)
+		goto out_idx;
+	size_t slen;
+	void *slot = seg_body_len(&a->slot, &slen);
+	if (shimmy_ring_slot_format(slot, slen) != 0)
+		goto out_slot;
+	if (!cl && shimmy_ring_reader_create(&a->rd, mem, len, slot, slen,
+					     a->idx, a->gen, ring_flags) != 0)
+		goto out_slot;
+	/* Lossy logs: ATTACHED now is harmless (the writer ignores the entry
+	 * until the slot shows the same gen, written by reader_create). */
+	if (shimmy_ring_slot_set(mem, len, a->idx, SHIMMY_RING_SLOT_ATTACHED,
+				 a->gen) != 0)
+		goto out_reader;
+	a->next_in_log = lg->atts;
+	lg->atts = a;
+	if (cl) {
+		a->next_in_cl = cl->atts;
+		cl->atts = a;
+	}
+	return a;
+
+out_reader:
+	if (a->rd)
+		shimmy_ring_reader_destroy(a->rd);
+out_slot:
+	seg_free(sb, cl, &a->slot);
+out_idx:
+	idx_free(lg, (uint32_t)idx);
+out_free:
+	free(a);
+	return NULL;
+}
+
+/* Gives the writer of lg (its publisher) the new reader's slot and bell. */
+static void tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
+		     const shimmy_seg *bell)
+{
+	if (!lg->owner)
+		return;
+	int fds[2] = { shimmy_seg_open_ro(&a->slot), dup_fd(bell->fd) };
+	if (fds[0] < 0 || fds[1] < 0) {
+		if (fds[0] >= 0)
+			close(fds[0]);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		return;
+	}
+	shimmy_ctl m = { .type = SHIMMY_CTL_READER_ADD, .log_id = lg->id,
+			 .idx = a->idx, .gen = a->gen };
+	ctl_send(sb, lg->owner, &m, fds, 2);
+}
+
+/* Attaches client cl to publisher log lg: LOG_ATTACH to cl, READER_ADD
+ * to the publisher. */
+static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
+			  unsigned ring_flags)
+{
+	shm_att *a = att_new(sb, lg, cl, ring_flags);
+	if (!a)
+		return;
+	int fds[2] = { shimmy_seg_open_ro(&lg->seg), dup_fd(a->slot.fd) };
+	if (fds[0] < 0 || fds[1] < 0) {
+		if (fds[0] >= 0)
+			close(fds[0]);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		att_free(sb, a);
+		return;
+	}
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_ATTACH, .log_id = lg->id,
+			 .idx = a->idx, .gen = a->gen,
+			 .flags = (ring_flags & SHIMMY_RING_FROM_HEAD)
+					  ? SHIMMY_CTL_F_FROM_HEAD
+					  : 0,
+			 .topic = lg->topic, .topic_len = lg->topic_len };
+	if (ctl_send(sb, cl, &m, fds, 2) < 0) {
+		att_free(sb, a);
+		return;
+	}
+	sb->st.attachments++;
+	tell_add(sb, lg, a, &cl->bell);
+}
+
+/* Starts the broker's own reader of lg. */
+static void attach_broker(shm_broker *sb, shm_log *lg, unsigned ring_flags)
+{
+	if (lg->brd || lg->inbound)
+		return;
+	shm_att *a = att_new(sb, lg, NULL, ring_flags);
+	if (!a)
+		return;
+	lg->brd = a;
+	sb->st.attachments++;
+	tell_add(sb, lg, a, &sb->bell);
+}
+
+static shm_att *find_att(const shm_client *cl, const shm_log *lg)
+{
+	for (shm_att *a = cl->atts; a; a = a->next_in_cl)
+		if (a->log == lg)
+			return a;
+	return NULL;
+}
+
+/* ---- logs ----------------------------------------------------------------- */
+
+static void log_unlink(shm_broker *sb, shm_log *lg)
+{
+	for (shm_log **pp = &sb->logs; *pp; pp = &(*pp)->next)
+		if (*pp == lg) {
+			*pp = lg->next;
+			return;
+		}
+}
+
+static void log_free(shm_broker *sb, shm_log *lg, shm_client *charged)
+{
+	while (lg->atts)
+		att_free(sb, lg->atts);
+	if (lg->w)
+		shimmy_ring_writer_destroy(lg->w);
+	seg_free(sb, charged, &lg->seg);
+	free(lg->topic);
+	free(lg);
+}
+
+static shm_log *log_new(shm_broker *sb, shm_client *owner, const char *topic,
+			size_t topic_len, unsigned cls, uint32_t ring_flags,
+			bool inbound)
+{
+	size_t cap = shimmy_seg_class_cap(cls);
+	if (!cap)
+		return NULL;
+	shm_log *lg = calloc(1, sizeof(*lg));
+	if (!lg)
+		return NULL;
+	lg->topic = malloc(topic_len + 1);
+	if (!lg->topic)
+		goto out_free;
+	memcpy(lg->topic, topic, topic_len);
+	lg->topic[topic_len] = '\0';
+	lg->topic_len = (uint16_t)topic_len;
+	lg->inbound = inbound;
+	lg->owner = inbound ? NULL : owner;
+	if (seg_new(sb, owner, &lg->seg, SHIMMY_SEG_LOG,
+		    shimmy_ring_region_size(cap)) < 0)
+		goto out_topic;
+	lg->id = lg->seg.id;
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	shimmy_ring_params p = { .flags = ring_flags, .readers_max = SHM_READERS,
+				 .log_id = lg->id };
+	if (shimmy_ring_format(mem, len, &p) != 0)
+		goto out_seg;
+	if (inbound && shimmy_ring_writer_create(&lg->w, mem, len) != 0)
+		goto out_seg;
+	return lg;
+
+out_seg:
+	seg_free(sb, owner, &lg->seg);
+out_topic:
+	free(lg->topic);
+out_free:
+	free(lg);
+	return NULL;
+}
+
+/* Publisher's LOG_CREATE: ACL write check, segment, grant, then the
+ * readers that already subscribe. */
+static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
+{
+	shimmy_ctl g = { .type = SHIMMY_CTL_LOG_GRANT, .req_id = m->req_id,
+			 .flags = m->flags & SHIMMY_CTL_F_RELIABLE,
+			 .topic = m->topic, .topic_len = m->topic_len };
+	mqtt_str t = { m->topic, m->topic_len };
+	unsigned cls = m->arg == UINT32_MAX ? SHM_LOG_CLASS_DEFAULT : m->arg;
+	if (mqtt_topic_validate_name(t) != 0 ||
+	    shimmy_ctl_is_reserved(m->topic, m->topic_len) ||
+	    cls >= SHIMMY_SEG_CLASSES) {
+		g.status = 0x90; /* Topic Name invalid */
+		return ctl_send(sb, cl, &g, NULL, 0);
+	}
+	if (!sb->env.may(cl->conn, m->topic, m->topic_len, true, sb->env.ctx)) {
+		g.status = 0x87; /* Not authorized */
+		return ctl_send(sb, cl, &g, NULL, 0);
+	}
+	uint32_t rflags = (m->flags & SHIMMY_CTL_F_RELIABLE) ? SHIMMY_RING_RELIABLE
+							   : 0;
+	shm_log *lg = log_new(sb, cl, m->topic, m->topic_len, cls, rflags, false);
+	if (!lg) {
+		g.status = 0x97; /* Quota exceeded */
+		return ctl_send(sb, cl, &g, NULL, 0);
+	}
+	int fd = dup_fd(lg->seg.fd);
+	if (fd < 0) {
+		log_free(sb, lg, cl);
+		g.status = 0x80;
+		return ctl_send(sb, cl, &g, NULL, 0);
+	}
+	g.log_id = lg->id;
+	int rc = ctl_send(sb, cl, &g, &fd, 1);
+	if (rc < 0) {
+		log_free(sb, lg, cl);
+		return rc;
+	}
+	lg->next = sb->logs;
+	sb->logs = lg;
+	sb->st.logs++;
+	/* The log is new: readers start at its head, so they see everything
+	 * the publisher writes, even before they map it. */
+	for (shm_client *o = sb->clients; o; o = o->next)
+		if (sb->env.wants(o->conn, lg->topic, lg->topic_len, cl->conn,
+				  sb->env.ctx) &&
+		    sb->env.may(o->conn, lg->topic, lg->topic_len, false,
+				sb->env.ctx))
+			attach_client(sb, lg, o, SHIMMY_RING_FROM_HEAD);
+	if (sb->env.others_want(lg->topic, lg->topic_len, sb->env.ctx))
+		attach_broker(sb, lg, SHIMMY_RING_FROM_HEAD);
+	return 0;
+}
+
+/* Closes a publisher log: readers drain, then drop. Kept while the
+ * broker's own reader drains it. */
+static void log_close(shm_broker *sb, shm_log *lg)
+{
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	shimmy_ring_mark_closed(mem, len);
+	shm_client *owner = lg->owner;
+	lg->owner = NULL;
+	for (shm_att *a = lg->atts; a; a = a->next_in_log) {
+		if (!a->cl || a->cl == owner)
+			continue;
+		shimmy_ctl m = { .type = SHIMMY_CTL_LOG_CLOSED, .log_id = lg->id };
+		ctl_send(sb, a->cl, &m, NULL, 0);
+	}
+	/* Clients' attachments end here: their fds keep the memory alive for
+	 * them; only the broker's reader (if any) stays. */
+	shm_att *next;
+	for (shm_att *a = lg->atts; a; a = next) {
+		next = a->next_in_log;
+		if (a->cl)
+			att_free(sb, a);
+	}
+	/* Charge moves from the gone publisher to nobody. */
+	if (owner)
+		owner->bytes -= owner->bytes < lg->seg.size ? owner->bytes
+							  : lg->seg.size;
+	if (!lg->brd) {
+		log_unlink(sb, lg);
+		sb->st.logs--;
+		log_free(sb, lg, NULL);
+	}
+}
+
+static int on_log_release(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		if (lg->id != m->log_id)
+			continue;
+		if (lg->owner == cl) {
+			log_close(sb, lg);
+			return 0;
+		}
+		shm_att *a = find_att(cl, lg);
+		if (a) {
+			uint32_t idx = a->idx;
+			att_free(sb, a);
+			tell_drop(sb, lg, idx);
+		}
+		return 0;
+	}
+	return 0; /* unknown or already gone: not an error (races) */
+}
+
+/* ---- broker's own reading --------------------------------------------- */
+
+static void *bridge_main(void *arg)
+{
+	shm_broker *sb = arg;
+	uint32_t seen = 0;
+	while (!atomic_load_explicit(&sb->stop, memory_order_acquire))
+		shimmy_bell_forward(sb->b, &seen, sb->efd,
+				    (int64_t)SHIMMY_BELL_SLICE_MS * 1000000);
+	return NULL;
+}
+
+static bool log_drained_closed(shm_broker *sb, shm_log *lg)
+{
+	(void)sb;
+	return !lg->owner && !lg->brd;
+}
+
+/* Routes up to a budget of records of lg. Returns 1 if more remain. */
+static int log_poll(shm_broker *sb, shm_log *lg)
+{
+	shm_att *a = lg->brd;
+	void *from = lg->owner ? lg->owner->conn : NULL;
+	for (int n = 0; n < SHM_POLL_BUDGET; n++) {
+		shimmy_ring_msg msg;
+		int rc = shimmy_ring_receive(a->rd, &msg, sb->rx, sb->rx_cap);
+		if (rc == MQTT_ERR_NOSPACE) {
+			size_t need = (size_t)msg.props_len + msg.payload_len;
+			uint8_t *p = realloc(sb->rx, need);
+			if (!p)
+				return 0;
+			sb->rx = p;
+			sb->rx_cap = need;
+			continue;
+		}
+		if (rc == 1) {
+			sb->st.routed++;
+			sb->env.route(from, lg->topic, lg->topic_len, &msg,
+				      sb->env.ctx);
+			continue;
+		}
+		if (rc == 0)
+			return 0;
+		/* -EPIPE (closed, drained), -ENOLINK (cut loose) or
+		 * MQTT_ERR_MALFORMED (garbage): stop reading this log. */
+		if (rc == MQTT_ERR_MALFORMED)
+			sb->st.dropped_logs++;
+		uint32_t idx = a->idx;
+		att_free(sb, a);
+		tell_drop(sb, lg, idx);
+		return 0;
+	}
+	return 1;
+}
+
+int shm_broker_poll(shm_broker *sb, uint64_t now_ms)
+{
+	(void)now_ms;
+	uint64_t v;
+	while (read(sb->efd, &v, sizeof(v)) == (ssize_t)sizeof(v))
+		;
+	int more = 0;
+	shm_log *next;
+	for (shm_log *lg = sb->logs; lg; lg = next) {
+		next = lg->next;
+		if (lg->brd)
+			more |= log_poll(sb, lg);
+		if (log_drained_closed(sb, lg)) {
+			log_unlink(sb, lg);
+			sb->st.logs--;
+			log_free(sb, lg, NULL);
+		}
+	}
+	return more;
+}
+
+int shm_broker_arm(shm_broker *sb)
+{
+	shimmy_bell_arm(sb->b);
+	sb->armed = true;
+	/* A closed log still being drained reads ready (-EPIPE at its end),
+	 * so it is polled and freed without any writer ringing. */
+	for (shm_log *lg = sb->logs; lg; lg = lg->next)
+		if (lg->brd && shimmy_ring_reader_ready(lg->brd->rd))
+			return 1;
+	return 0;
+}
+
+void shm_broker_disarm(shm_broker *sb)
+{
+	if (sb->armed)
+		shimmy_bell_disarm(sb->b);
+	sb->armed = false;
+}
+
+void shm_broker_interest(shm_broker *sb)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		if (!lg->owner)
+			continue;
+		bool want = sb->env.others_want(lg->topic, lg->topic_len,
+						sb->env.ctx);
+		if (want && !lg->brd) {
+			attach_broker(sb, lg, SHIMMY_RING_FROM_TAIL);
+		} else if (!want && lg->brd) {
+			uint32_t idx = lg->brd->idx;
+			att_free(sb, lg->brd);
+			tell_drop(sb, lg, idx);
+		}
+	}
+}
+
+/* ---- clients -------------------------------------------------------------- */
+
+shm_client *shm_client_open(shm_broker *sb, void *conn)
+{
+	shm_client *cl = calloc(1, sizeof(*cl));
+	if (!cl)
+		return NULL;
+	cl->sb = sb;
+	cl->conn = conn;
+	if (seg_new(sb, cl, &cl->bell, SHIMMY_SEG_BELL, SHIMMY_BELL_SIZE) < 0)
+		goto out_free;
+	size_t blen;
+	if (!shimmy_bell_init(seg_body_len(&cl->bell, &blen), blen))
+		goto out_bell;
+	int bfd = dup_fd(cl->bell.fd);
+	if (bfd < 0)
+		goto out_bell;
+	shimmy_ctl m = { .type = SHIMMY_CTL_BELL_SETUP, .log_id = cl->bell.id,
+			 .arg = sb->lim.spin_us };
+	if (ctl_send(sb, cl, &m, &bfd, 1) < 0)
+		goto out_bell;
+
+	cl->inbound = log_new(sb, cl, "", 0, SHM_INBOUND_CLASS, 0, true);
+	if (cl->inbound) {
+		shm_log *lg = cl->inbound;
+		shm_att *a = att_new(sb, lg, cl, SHIMMY_RING_FROM_HEAD);
+		int fds[2] = { -1, -1 };
+		if (a) {
+			/* att_new put it on cl->atts; inbound atts live on the
+			 * log only. */
+			cl->atts = a->next_in_cl;
+			a->next_in_cl = NULL;
+			fds[0] = shimmy_seg_open_ro(&lg->seg);
+			fds[1] = dup_fd(a->slot.fd);
+			size_t slen;
+			shimmy_bell *bell =
+				shimmy_bell_at(seg_body_len(&cl->bell, &blen),
+					       blen);
+			shimmy_ring_writer_track(lg->w, a->idx,
+						 seg_body_len(&a->slot, &slen),
+						 slen, bell);
+		}
+		if (a && fds[0] >= 0 && fds[1] >= 0) {
+			shimmy_ctl im = { .type = SHIMMY_CTL_LOG_ATTACH,
+					  .log_id = lg->id, .idx = a->idx,
+					  .gen = a->gen,
+					  .flags = SHIMMY_CTL_F_INBOUND |
+						   SHIMMY_CTL_F_FROM_HEAD };
+			ctl_send(sb, cl, &im, fds, 2);
+		} else {
+			if (fds[0] >= 0)
+				close(fds[0]);
+			if (fds[1] >= 0)
+				close(fds[1]);
+			log_free(sb, lg, cl);
+			cl->inbound = NULL;
+		}
+	}
+	cl->next = sb->clients;
+	if (sb->clients)
+		sb->clients->prev = cl;
+	sb->clients = cl;
+	sb->st.clients++;
+	shm_client_resubscribed(sb, cl);
+	return cl;
+
+out_bell:
+	seg_free(sb, cl, &cl->bell);
+out_free:
+	free(cl);
+	return NULL;
+}
+
+void shm_client_close(shm_broker *sb, shm_client *cl)
+{
+	if (!cl)
+		return;
+	if (cl->prev)
+		cl->prev->next = cl->next;
+	else
+		sb->clients = cl->next;
+	if (cl->next)
+		cl->next->prev = cl->prev;
+	sb->st.clients--;
+	/* Its attachments: entries FREE, writers told. */
+	while (cl->atts) {
+		shm_att *a = cl->atts;
+		shm_log *lg = a->log;
+		uint32_t idx = a->idx;
+		att_free(sb, a);
+		tell_drop(sb, lg, idx);
+	}
+	/* Its logs: closed; readers drain them. */
+	shm_log *next;
+	for (shm_log *lg = sb->logs; lg; lg = next) {
+		next = lg->next;
+		if (lg->owner == cl)
+			log_close(sb, lg);
+	}
+	if (cl->inbound) {
+		shm_log *lg = cl->inbound;
+		while (lg->atts) {
+			shm_att *a = lg->atts;
+			a->cl = NULL; /* only on the log's list */
+			att_free(sb, a);
+		}
+		log_free(sb, lg, NULL);
+	}
+	seg_free(sb, NULL, &cl->bell);
+	free(cl);
+}
+
+void shm_client_resubscribed(shm_broker *sb, shm_client *cl)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		if (!lg->owner)
+			continue;
+		shm_att *a = find_att(cl, lg);
+		bool want = sb->env.wants(cl->conn, lg->topic, lg->topic_len,
+					  lg->owner->conn, sb->env.ctx) &&
+			    sb->env.may(cl->conn, lg->topic, lg->topic_len,
+					false, sb->env.ctx);
+		if (want && !a) {
+			attach_client(sb, lg, cl, SHIMMY_RING_FROM_TAIL);
+		} else if (!want && a) {
+			uint32_t idx = a->idx;
+			shimmy_ctl m = { .type = SHIMMY_CTL_LOG_DETACH,
+					 .log_id = lg->id,
+					 .arg = SHIMMY_CTL_DETACH_UNSUBSCRIBED };
+			att_free(sb, a);
+			ctl_send(sb, cl, &m, NULL, 0);
+			tell_drop(sb, lg, idx);
+		}
+	}
+}
+
+int shm_client_ctl(shm_broker *sb, shm_client *cl, const uint8_t *payload,
+		   size_t len)
+{
+	shimmy_ctl m;
+	int rc = shimmy_ctl_decode(payload, len, &m);
+	if (rc < 0)
+		return rc;
+	switch (m.type) {
+	case SHIMMY_CTL_LOG_CREATE:
+		return on_log_create(sb, cl, &m);
+	case SHIMMY_CTL_LOG_RELEASE:
+		return on_log_release(sb, cl, &m);
+	default:
+		return MQTT_ERR_PROTOCOL; /* broker-to-client types */
+	}
+}
+
+int shm_client_deliver(shm_broker *sb, shm_client *cl, const char *topic,
+		       size_t topic_len, const uint8_t *props,
+		       size_t props_len, const uint8_t *payload,
+		       size_t payload_len, uint32_t flags)
+{
+	shm_log *lg = cl->inbound;
+	if (!lg || topic_len > 65535)
+		return MQTT_ERR_INVALID;
+	uint64_t hlen = 2 + (uint64_t)topic_len + props_len;
+	if (hlen > UINT32_MAX || payload_len > UINT32_MAX)
+		return MQTT_ERR_TOO_LARGE;
+	shimmy_ring_loan loan;
+	int rc = shimmy_ring_reserve(lg->w, (uint32_t)hlen,
+				     (uint32_t)payload_len, 0, &loan);
+	if (rc != 0)
+		return rc;
+	loan.props[0] = (uint8_t)(topic_len >> 8);
+	loan.props[1] = (uint8_t)topic_len;
+	memcpy(loan.props + 2, topic, topic_len);
+	if (props_len)
+		memcpy(loan.props + 2 + topic_len, props, props_len);
+	if (payload_len)
+		memcpy(loan.payload, payload, payload_len);
+	rc = shimmy_ring_commit(lg->w, &loan, flags & (SHIMMY_MSG_QOS_MASK |
+						      SHIMMY_MSG_RETAIN), 0);
+	if (rc == 0)
+		sb->st.inbound++;
+	return rc;
+}
+
+uint64_t shm_client_bytes(const shm_client *cl)
+{
+	return cl->bytes;
+}
+
+/* ---- lifetime ------------------------------------------------------------- */
+
+shm_broker *shm_broker_create(const shm_env *env, const shm_limits *lim,
+			      int *err)
+{
+	int rc = -ENOMEM;
+	shm_broker *sb = calloc(1, sizeof(*sb));
+	if (!sb)
+		goto out;
+	sb->env = *env;
+	sb->lim = *lim;
+	sb->efd = -1;
+	rc = shimmy_seg_create(&sb->bell, SHIMMY_SEG_BELL, SHIMMY_BELL_SIZE, 0);
+	if (rc < 0)
+		goto out_free;
+	size_t blen;
+	sb->b = shimmy_bell_init(shimmy_seg_body(&sb->bell, &blen), blen);
+	if (!sb->b) {
+		rc = -EINVAL;
+		goto out_bell;
+	}
+	sb->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (sb->efd < 0) {
+		rc = -errno;
+		goto out_bell;
+	}
+	atomic_init(&sb->stop, false);
+	rc = -pthread_create(&sb->thread, NULL, bridge_main, sb);
+	if (rc < 0)
+		goto out_efd;
+	sb->thread_started = true;
+	return sb;
+
+out_efd:
+	close(sb->efd);
+out_bell:
+	shimmy_seg_unmap(&sb->bell);
+out_free:
+	free(sb);
+out:
+	if (err)
+		*err = rc;
+	return NULL;
+}
+
+void shm_broker_destroy(shm_broker *sb)
+{
+	if (!sb)
+		return;
+	if (sb->thread_started) {
+		atomic_store_explicit(&sb->stop, true, memory_order_release);
+		pthread_join(sb->thread, NULL);
+	}
+	while (sb->clients)
+		shm_client_close(sb, sb->clients);
+	while (sb->logs) {
+		shm_log *lg = sb->logs;
+		sb->logs = lg->next;
+		log_free(sb, lg, NULL);
+	}
+	close(sb->efd);
+	shimmy_seg_unmap(&sb->bell);
+	free(sb->rx);
+	free(sb->tx);
+	free(sb);
+}
+
+void shm_broker_set_limits(shm_broker *sb, const shm_limits *lim)
+{
+	sb->lim = *lim;
+}
+
+int shm_broker_fd(const shm_broker *sb)
+{
+	return sb->efd;
+}
+
+void shm_broker_stats(const shm_broker *sb, shm_stats *out)
+{
+	*out = sb->st;
+	uint64_t lost = 0;
+	for (const shm_client *cl = sb->clients; cl; cl = cl->next) {
+		if (!cl->inbound)
+			continue;
+		for (const shm_att *a = cl->inbound->atts; a; a = a->next_in_log) {
+			size_t slen;
+			const uint8_t *slot = shimmy_seg_body(&a->slot, &slen);
+			uint64_t v;
+			/* The reader's own counter (slot offset 136,
+			 * docs/shm-protocol.md §4): advisory. */
+			memcpy(&v, slot + SHM_SLOT_LOST_OFF, sizeof(v));
+			lost += v;
+		}
+	}
+	out->inbound_lost = lost;
+}

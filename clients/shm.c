@@ -1,0 +1,675 @@
+/*
+ * clients/shm.c — see shm.h.
+ *
+ * State: one doorbell (mapped RW, from BELL_SETUP), a list of readers
+ * (subscriber logs and the inbound log, each with its own slot page) and a
+ * list of writers (granted publisher logs, each with the slot pages and
+ * bells of its readers, from READER_ADD). Readers are polled round robin.
+ * Invariants: at most one borrow is outstanding (s->borrow_rd); a writer
+ * has at most one open loan; an orphan reader belongs to a dead broker
+ * connection and is dropped once empty.
+ */
+#include "clients/shm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "clients/include/shimmy.h"
+#include "mqtt/error.h"
+#include "shmpath/notify.h"
+#include "shmpath/ring.h"
+#include "shmpath/segment.h"
+
+#define CSHM_TRACK SHIMMY_RING_READERS
+/* Records one cshm_next() call may skip over (errors, empty logs). */
+#define CSHM_NEXT_TRIES 4
+
+typedef struct cshm_rd {
+	uint64_t log_id;
+	char *topic;           /* binding; NULL for the inbound log */
+	uint16_t topic_len;
+	bool inbound;
+	bool orphan;           /* from a dead broker connection */
+	shimmy_seg log, slot;
+	shimmy_ring_reader *r;
+	struct cshm_rd *next;
+} cshm_rd;
+
+typedef struct cshm_trk {
+	bool used;
+	shimmy_seg slot, bell;
+} cshm_trk;
+
+typedef struct cshm_wr {
+	char *topic;
+	uint16_t topic_len;
+	int state;             /* CSHM_LOG_* */
+	uint32_t req_id;
+	uint64_t log_id;
+	shimmy_seg log;
+	shimmy_ring_writer *w;
+	shimmy_ring_loan loan;
+	bool loan_open;
+	cshm_trk *trk;         /* [CSHM_TRACK], allocated on grant */
+	struct cshm_wr *next;
+} cshm_wr;
+
+struct cshm {
+	int efd;
+	shimmy_seg bell;
+	shimmy_bell *b;
+	uint32_t spin_us;
+	pthread_t th;
+	bool th_running;
+	atomic_bool th_stop;
+	bool armed;
+
+	cshm_rd *rds;
+	cshm_rd *cursor;       /* next reader to poll */
+	cshm_rd *borrow_rd;
+	shimmy_ring_msg borrow;
+	cshm_wr *wrs;
+	cshm_wr *last_wr;      /* lookup cache */
+	uint32_t next_req;
+	uint64_t lost;
+};
+
+/* ---- lifetime --------------------------------------------------------- */
+
+cshm *cshm_create(void)
+{
+	cshm *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (s->efd < 0) {
+		free(s);
+		return NULL;
+	}
+	atomic_init(&s->th_stop, false);
+	return s;
+}
+
+static void *bridge_main(void *arg)
+{
+	cshm *s = arg;
+	uint32_t seen = 0;
+	while (!atomic_load_explicit(&s->th_stop, memory_order_acquire))
+		shimmy_bell_forward(s->b, &seen, s->efd,
+				    (int64_t)SHIMMY_BELL_SLICE_MS * 1000000);
+	return NULL;
+}
+
+static void bridge_stop(cshm *s)
+{
+	if (!s->th_running)
+		return;
+	atomic_store_explicit(&s->th_stop, true, memory_order_release);
+	/* Move seq so the bridge's futex sleep ends now, not in a slice. */
+	shimmy_bell_arm(s->b);
+	shimmy_bell_notify(s->b, 0);
+	shimmy_bell_disarm(s->b);
+	pthread_join(s->th, NULL);
+	s->th_running = false;
+	atomic_store_explicit(&s->th_stop, false, memory_order_relaxed);
+}
+
+static void rd_free(cshm *s, cshm_rd *rd)
+{
+	for (cshm_rd **pp = &s->rds; *pp; pp = &(*pp)->next)
+		if (*pp == rd) {
+			*pp = rd->next;
+			break;
+		}
+	if (s->cursor == rd)
+		s->cursor = rd->next;
+	if (s->borrow_rd == rd)
+		s->borrow_rd = NULL;
+	shimmy_ring_reader_destroy(rd->r);
+	shimmy_seg_unmap(&rd->slot);
+	shimmy_seg_unmap(&rd->log);
+	free(rd->topic);
+	free(rd);
+}
+
+static void trk_drop(cshm_wr *w, uint32_t idx)
+{
+	if (!w->trk || idx >= CSHM_TRACK || !w->trk[idx].used)
+		return;
+	if (w->w)
+		shimmy_ring_writer_untrack(w->w, idx);
+	shimmy_seg_unmap(&w->trk[idx].slot);
+	shimmy_seg_unmap(&w->trk[idx].bell);
+	w->trk[idx].used = false;
+}
+
+static void wr_free(cshm *s, cshm_wr *w)
+{
+	for (cshm_wr **pp = &s->wrs; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			break;
+		}
+	if (s->last_wr == w)
+		s->last_wr = NULL;
+	if (w->loan_open && w->w)
+		shimmy_ring_abort(w->w, &w->loan);
+	for (uint32_t i = 0; w->trk && i < CSHM_TRACK; i++)
+		trk_drop(w, i);
+	shimmy_ring_writer_destroy(w->w);
+	shimmy_seg_unmap(&w->log);
+	free(w->trk);
+	free(w->topic);
+	free(w);
+}
+
+void cshm_conn_lost(cshm *s)
+{
+	if (!s)
+		return;
+	bridge_stop(s);
+	if (s->armed)
+		cshm_disarm(s);
+	while (s->wrs)
+		wr_free(s, s->wrs);
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		rd->orphan = true;
+	shimmy_seg_unmap(&s->bell);
+	s->b = NULL;
+}
+
+void cshm_destroy(cshm *s)
+{
+	if (!s)
+		return;
+	cshm_conn_lost(s);
+	while (s->rds)
+		rd_free(s, s->rds);
+	close(s->efd);
+	free(s);
+}
+
+int cshm_efd(const cshm *s)
+{
+	return s->efd;
+}
+
+int cshm_ready_session(const cshm *s)
+{
+	return s && s->b != NULL;
+}
+
+uint64_t cshm_lost(const cshm *s)
+{
+	return s ? s->lost : 0;
+}
+
+uint32_t cshm_spin_us(const cshm *s)
+{
+	return s ? s->spin_us : 0;
+}
+
+unsigned cshm_readers(const cshm *s)
+{
+	unsigned n = 0;
+	for (const cshm_rd *rd = s ? s->rds : NULL; rd; rd = rd->next)
+		n += !rd->inbound && !rd->orphan;
+	return n;
+}
+
+/* ---- control messages ------------------------------------------------- */
+
+static void close_fds(int *fds, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
+static cshm_wr *wr_by_id(cshm *s, uint64_t id)
+{
+	for (cshm_wr *w = s->wrs; w; w = w->next)
+		if (w->state == CSHM_LOG_READY && w->log_id == id)
+			return w;
+	return NULL;
+}
+
+static cshm_rd *rd_by_id(cshm *s, uint64_t id)
+{
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		if (!rd->orphan && rd->log_id == id)
+			return rd;
+	return NULL;
+}
+
+static int on_bell(cshm *s, const shimmy_ctl *m, int *fds)
+{
+	if (s->b) {
+		close_fds(fds, 1);
+		return MQTT_ERR_PROTOCOL; /* one per session */
+	}
+	int rc = shimmy_seg_map(&s->bell, fds[0], SHIMMY_SEG_BELL,
+				SHIMMY_SEG_RDWR);
+	if (rc < 0) {
+		close_fds(fds, 1);
+		return rc;
+	}
+	size_t len;
+	s->b = shimmy_bell_at(shimmy_seg_body(&s->bell, &len), len);
+	if (!s->b) {
+		shimmy_seg_unmap(&s->bell);
+		return MQTT_ERR_MALFORMED;
+	}
+	s->spin_us = m->arg > 1000000 ? 1000000 : m->arg;
+	atomic_store_explicit(&s->th_stop, false, memory_order_relaxed);
+	if (pthread_create(&s->th, NULL, bridge_main, s) == 0)
+		s->th_running = true;
+	return 0;
+}
+
+static int on_attach(cshm *s, const shimmy_ctl *m, int *fds)
+{
+	cshm_rd *rd = calloc(1, sizeof(*rd));
+	int rc = -ENOMEM;
+	if (!rd)
+		goto out_fds;
+	rd->inbound = m->flags & SHIMMY_CTL_F_INBOUND;
+	rd->log_id = m->log_id;
+	if (!rd->inbound) {
+		rd->topic = malloc((size_t)m->topic_len + 1);
+		if (!rd->topic)
+			goto out_free;
+		memcpy(rd->topic, m->topic, m->topic_len);
+		rd->topic[m->topic_len] = '\0';
+		rd->topic_len = m->topic_len;
+	}
+	rc = shimmy_seg_map(&rd->log, fds[0], SHIMMY_SEG_LOG, SHIMMY_SEG_RDONLY);
+	if (rc < 0)
+		goto out_free;
+	fds[0] = -1;
+	rc = shimmy_seg_map(&rd->slot, fds[1], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDWR);
+	if (rc < 0)
+		goto out_log;
+	fds[1] = -1;
+	size_t ll, sl;
+	void *lm = shimmy_seg_body(&rd->log, &ll);
+	void *sm = shimmy_seg_body(&rd->slot, &sl);
+	rc = shimmy_ring_reader_create(&rd->r, lm, ll, sm, sl, m->idx, m->gen,
+				       (m->flags & SHIMMY_CTL_F_FROM_HEAD)
+					       ? SHIMMY_RING_FROM_HEAD
+					       : SHIMMY_RING_FROM_TAIL);
+	if (rc != 0)
+		goto out_slot;
+	rd->next = s->rds;
+	s->rds = rd;
+	return 0;
+
+out_slot:
+	shimmy_seg_unmap(&rd->slot);
+out_log:
+	shimmy_seg_unmap(&rd->log);
+out_free:
+	free(rd->topic);
+	free(rd);
+out_fds:
+	close_fds(fds, 2);
+	return rc;
+}
+
+static int on_grant(cshm *s, const shimmy_ctl *m, int *fds)
+{
+	cshm_wr *w = NULL;
+	for (cshm_wr *x = s->wrs; x; x = x->next)
+		if (x->state == CSHM_LOG_PENDING && x->req_id == m->req_id)
+			w = x;
+	if (!w) {
+		close_fds(fds, m->nfds);
+		return 0; /* stale answer (reconnect in between) */
+	}
+	if (m->status != 0) {
+		w->state = CSHM_LOG_REFUSED;
+		return 0;
+	}
+	int rc = shimmy_seg_map(&w->log, fds[0], SHIMMY_SEG_LOG, SHIMMY_SEG_RDWR);
+	if (rc < 0) {
+		close_fds(fds, 1);
+		w->state = CSHM_LOG_REFUSED;
+		return 0;
+	}
+	size_t len;
+	void *mem = shimmy_seg_body(&w->log, &len);
+	w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
+	if (!w->trk || shimmy_ring_writer_create(&w->w, mem, len) != 0) {
+		free(w->trk);
+		w->trk = NULL;
+		shimmy_seg_unmap(&w->log);
+		w->state = CSHM_LOG_REFUSED;
+		return 0;
+	}
+	w->log_id = m->log_id;
+	w->state = CSHM_LOG_READY;
+	return 0;
+}
+
+static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
+{
+	cshm_wr *w = wr_by_id(s, m->log_id);
+	if (!w || m->idx >= CSHM_TRACK) {
+		close_fds(fds, 2);
+		return 0;
+	}
+	trk_drop(w, m->idx);
+	cshm_trk *t = &w->trk[m->idx];
+	if (shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY) < 0) {
+		close_fds(fds, 2);
+		return 0;
+	}
+	if (shimmy_seg_map(&t->bell, fds[1], SHIMMY_SEG_BELL, SHIMMY_SEG_RDWR) < 0) {
+		close(fds[1]);
+		shimmy_seg_unmap(&t->slot);
+		return 0;
+	}
+	size_t sl, bl;
+	void *sm = shimmy_seg_body(&t->slot, &sl);
+	shimmy_bell *bell = shimmy_bell_at(shimmy_seg_body(&t->bell, &bl), bl);
+	t->used = true;
+	shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
+	return 0;
+}
+
+int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
+{
+	shimmy_ctl m;
+	int fds[SHIMMY_CTL_MAX_FDS] = { -1, -1, -1, -1 };
+	int rc = shimmy_ctl_decode(payload, len, &m);
+	if (rc < 0)
+		return rc;
+	if (m.nfds > SHIMMY_CTL_MAX_FDS || shimmy_fdq_pop(q, fds, m.nfds) < 0)
+		return MQTT_ERR_PROTOCOL; /* the fds it announces never came */
+	switch (m.type) {
+	case SHIMMY_CTL_BELL_SETUP:
+		return on_bell(s, &m, fds);
+	case SHIMMY_CTL_LOG_ATTACH:
+		return on_attach(s, &m, fds);
+	case SHIMMY_CTL_LOG_GRANT:
+		return on_grant(s, &m, fds);
+	case SHIMMY_CTL_READER_ADD:
+		return on_reader_add(s, &m, fds);
+	case SHIMMY_CTL_READER_DROP: {
+		cshm_wr *w = wr_by_id(s, m.log_id);
+		if (w)
+			trk_drop(w, m.idx);
+		return 0;
+	}
+	case SHIMMY_CTL_LOG_DETACH: {
+		cshm_rd *rd = rd_by_id(s, m.log_id);
+		if (rd && rd != s->borrow_rd)
+			rd_free(s, rd);
+		else if (rd)
+			rd->orphan = true; /* dropped after the borrow */
+		return 0;
+	}
+	case SHIMMY_CTL_LOG_CLOSED:
+		/* The ring says CLOSED too; the reader drains to -EPIPE. */
+		return 0;
+	default:
+		close_fds(fds, m.nfds);
+		return MQTT_ERR_PROTOCOL;
+	}
+}
+
+/* ---- publishing ------------------------------------------------------- */
+
+static cshm_wr *wr_find(cshm *s, const char *topic, size_t len)
+{
+	cshm_wr *w = s->last_wr;
+	if (w && w->topic_len == len && memcmp(w->topic, topic, len) == 0)
+		return w;
+	for (w = s->wrs; w; w = w->next)
+		if (w->topic_len == len && memcmp(w->topic, topic, len) == 0) {
+			s->last_wr = w;
+			return w;
+		}
+	return NULL;
+}
+
+int cshm_log_state(cshm *s, const char *topic, size_t len)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, len) : NULL;
+	return w ? w->state : CSHM_LOG_NONE;
+}
+
+int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
+		     uint8_t *buf, size_t cap)
+{
+	if (!s->b || len > 65535)
+		return SHIMMY_ERR_STATE;
+	cshm_wr *w = wr_find(s, topic, len);
+	if (!w) {
+		w = calloc(1, sizeof(*w));
+		if (!w || !(w->topic = malloc(len + 1))) {
+			free(w);
+			return SHIMMY_ERR_NOMEM;
+		}
+		memcpy(w->topic, topic, len);
+		w->topic[len] = '\0';
+		w->topic_len = (uint16_t)len;
+		w->next = s->wrs;
+		s->wrs = w;
+	}
+	w->state = CSHM_LOG_PENDING;
+	w->req_id = ++s->next_req;
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_CREATE, .req_id = w->req_id,
+			 .arg = cls, .topic = topic, .topic_len = (uint16_t)len };
+	int n = shimmy_ctl_encode(&m, buf, cap);
+	if (n > (int)cap)
+		return SHIMMY_ERR_NOMEM;
+	return n;
+}
+
+int cshm_publish(cshm *s, const char *topic, size_t tlen, const uint8_t *props,
+		 size_t props_len, const void *payload, size_t len)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
+	if (!w || w->state != CSHM_LOG_READY)
+		return -ENOENT;
+	if (w->loan_open)
+		return SHIMMY_ERR_BUSY;
+	if (props_len > UINT32_MAX || len > UINT32_MAX)
+		return MQTT_ERR_TOO_LARGE;
+	return shimmy_ring_publish(w->w, props, (uint32_t)props_len, payload,
+				   (uint32_t)len, 0, 0, 0);
+}
+
+int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
+	if (!w || w->state != CSHM_LOG_READY)
+		return -ENOENT;
+	if (w->loan_open)
+		return SHIMMY_ERR_BUSY;
+	if (len > UINT32_MAX)
+		return MQTT_ERR_TOO_LARGE;
+	int rc = shimmy_ring_reserve(w->w, 0, (uint32_t)len, 0, &w->loan);
+	if (rc != 0)
+		return rc;
+	w->loan_open = true;
+	*buf = w->loan.payload;
+	return 0;
+}
+
+static cshm_wr *wr_of_loan(const cshm *s, const void *buf)
+{
+	for (cshm_wr *w = s ? s->wrs : NULL; w; w = w->next)
+		if (w->loan_open && w->loan.payload == buf)
+			return w;
+	return NULL;
+}
+
+int cshm_is_loan(const cshm *s, const void *buf)
+{
+	return wr_of_loan(s, buf) != NULL;
+}
+
+void cshm_loan_info(const cshm *s, const void *buf, const char **topic,
+		    size_t *tlen, size_t *len)
+{
+	cshm_wr *w = wr_of_loan(s, buf);
+	*topic = w ? w->topic : "";
+	*tlen = w ? w->topic_len : 0;
+	*len = w ? w->loan.payload_len : 0;
+}
+
+int cshm_commit(cshm *s, void *buf)
+{
+	cshm_wr *w = wr_of_loan(s, buf);
+	if (!w)
+		return -ENOENT;
+	w->loan_open = false;
+	return shimmy_ring_commit(w->w, &w->loan, 0, 0);
+}
+
+void cshm_abort(cshm *s, void *buf)
+{
+	cshm_wr *w = wr_of_loan(s, buf);
+	if (!w)
+		return;
+	w->loan_open = false;
+	shimmy_ring_abort(w->w, &w->loan);
+}
+
+/* ---- receiving -------------------------------------------------------- */
+
+/* Inbound records: props = | u16 BE topic_len | topic | properties |. The
+ * broker writes them, but bounds are checked all the same. */
+static int split_inbound(const shimmy_ring_msg *rm, cshm_msg *m)
+{
+	if (rm->props_len < 2)
+		return -1;
+	size_t tl = (size_t)rm->props[0] << 8 | rm->props[1];
+	if (tl == 0 || tl > rm->props_len - 2)
+		return -1;
+	m->topic = (const char *)rm->props + 2;
+	m->topic_len = tl;
+	m->props = rm->props + 2 + tl;
+	m->props_len = rm->props_len - 2 - tl;
+	return 0;
+}
+
+int cshm_next(cshm *s, cshm_msg *m)
+{
+	if (!s || !s->rds)
+		return 0;
+	if (s->borrow_rd)
+		return SHIMMY_ERR_BUSY;
+	unsigned n = 0;
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		n++;
+	/* Each reader at most once per call, starting after the last one. */
+	cshm_rd *rd = s->cursor ? s->cursor : s->rds;
+	for (unsigned i = 0; i < n + CSHM_NEXT_TRIES && rd; i++) {
+		cshm_rd *next = rd->next ? rd->next : s->rds;
+		int rc = shimmy_ring_borrow(rd->r, &s->borrow);
+		if (rc == 1) {
+			memset(m, 0, sizeof(*m));
+			s->lost += s->borrow.lost;
+			if (rd->inbound) {
+				if (split_inbound(&s->borrow, m) < 0) {
+					/* Not the broker's format: skip it. */
+					shimmy_ring_release(rd->r, &s->borrow);
+					continue;
+				}
+			} else {
+				m->topic = rd->topic;
+				m->topic_len = rd->topic_len;
+				m->props = s->borrow.props;
+				m->props_len = s->borrow.props_len;
+			}
+			m->payload = s->borrow.payload;
+			m->len = s->borrow.payload_len;
+			m->qos = (int)(s->borrow.flags & SHIMMY_MSG_QOS_MASK);
+			m->retain = (s->borrow.flags & SHIMMY_MSG_RETAIN) != 0;
+			s->borrow_rd = rd;
+			s->cursor = next;
+			return 1;
+		}
+		if (rc == 0 && !rd->orphan) {
+			rd = next;
+			continue;
+		}
+		/* Empty orphan, closed and drained (-EPIPE), detached
+		 * (-ENOLINK) or garbage (MQTT_ERR_MALFORMED): drop it. */
+		if (next == rd)
+			next = NULL;
+		rd_free(s, rd);
+		rd = next ? next : s->rds;
+		if (!s->rds)
+			break;
+	}
+	return 0;
+}
+
+int cshm_release(cshm *s)
+{
+	cshm_rd *rd = s ? s->borrow_rd : NULL;
+	if (!rd)
+		return 0;
+	s->borrow_rd = NULL;
+	int rc = shimmy_ring_release(rd->r, &s->borrow);
+	if (rc == -ESTALE)
+		s->lost++;
+	return rc;
+}
+
+static int ready_fn(void *ctx)
+{
+	cshm *s = ctx;
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		if (shimmy_ring_reader_ready(rd->r))
+			return 1;
+	return 0;
+}
+
+int cshm_has_data(cshm *s)
+{
+	return s && ready_fn(s);
+}
+
+int cshm_wait(cshm *s, int64_t spin_ns, int64_t timeout_ns)
+{
+	if (!s->b)
+		return ready_fn(s);
+	int rc = shimmy_bell_wait(s->b, ready_fn, spin_ns, timeout_ns, s);
+	return rc > 0;
+}
+
+int cshm_arm(cshm *s)
+{
+	if (!s || !s->b)
+		return s ? ready_fn(s) : 0;
+	if (!s->armed) {
+		shimmy_bell_arm(s->b);
+		s->armed = true;
+	}
+	return ready_fn(s);
+}
+
+void cshm_disarm(cshm *s)
+{
+	if (!s || !s->armed)
+		return;
+	if (s->b)
+		shimmy_bell_disarm(s->b);
+	s->armed = false;
+}
+
+void cshm_clear(cshm *s)
+{
+	uint64_t v;
+	if (s && read(s->efd, &v, sizeof(v)) < 0) { /* already clear */ }
+}

@@ -1,0 +1,126 @@
+/*
+ * clients/shm.h — libshimmy's side of the shared-memory fast path: the
+ * segments the broker passed (doorbell, publisher logs, subscriber logs,
+ * the inbound log), reading them (borrow), writing them (copy and loan),
+ * and the doorbell -> eventfd bridge that makes them pollable.
+ *
+ * client.c feeds it the control messages it intercepts on $shimmy/ctl and
+ * the fds conn_read() queued, and asks it for messages and logs. It never
+ * touches the socket: requests to the broker (LOG_CREATE) are encoded here
+ * and sent by client.c as MQTT PUBLISHes.
+ *
+ * Everything a log holds is untrusted (another process writes it): the
+ * ring validates records; topics come from the log's binding (LOG_ATTACH)
+ * or, for the inbound log the broker writes, from a bounded prefix.
+ *
+ * After a broker loss (cshm_conn_lost) writers are dropped, readers are
+ * kept as orphans and drained, and a new negotiation starts afresh.
+ *
+ * Thread model: called with the client's lock held, by one thread at a
+ * time; one bridge thread per negotiated session touches only the bell
+ * and the eventfd.
+ */
+#ifndef SHIMMY_CLIENTS_SHM_H
+#define SHIMMY_CLIENTS_SHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "shmpath/ctl.h"
+
+typedef struct cshm cshm;
+
+/* A borrowed message; views valid until cshm_release(). */
+typedef struct cshm_msg {
+	const char *topic; /* not NUL-terminated */
+	size_t topic_len;
+	const uint8_t *payload;
+	size_t len;
+	const uint8_t *props; /* MQTT 5 property bytes, no length prefix */
+	size_t props_len;
+	int qos, retain;
+} cshm_msg;
+
+/* cshm_log_state() results. */
+enum {
+	CSHM_LOG_NONE = 0,    /* never asked */
+	CSHM_LOG_PENDING = 1, /* LOG_CREATE sent, no answer yet */
+	CSHM_LOG_READY = 2,   /* granted: publish through the log */
+	CSHM_LOG_REFUSED = 3, /* refused (ACL, quota): use MQTT */
+};
+
+/* Creates the state (and its eventfd). Returns NULL on failure. */
+cshm *cshm_create(void);
+/* Stops the bridge thread, unmaps and closes everything. NULL ok. */
+void cshm_destroy(cshm *s);
+
+/* Eventfd readable when the doorbell rang while armed. Stable for life. */
+int cshm_efd(const cshm *s);
+
+/* A control message from the broker (payload of $shimmy/ctl); the fds it
+ * announces are popped from q. Returns 0 or a negative error (malformed,
+ * missing fds: the caller treats it as a protocol error). */
+int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q);
+
+/* The broker connection ended: writers dropped (publishing falls back to
+ * MQTT), readers kept to drain, bridge stopped. */
+void cshm_conn_lost(cshm *s);
+
+/* 1 once BELL_SETUP arrived in this session. */
+int cshm_ready_session(const cshm *s);
+
+/* Publisher side. */
+int cshm_log_state(cshm *s, const char *topic, size_t len);
+/* Records a request and encodes its LOG_CREATE payload into buf[0..cap);
+ * returns the length or a negative error. cls: size class (UINT32_MAX:
+ * the broker's default). */
+int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
+		     uint8_t *buf, size_t cap);
+/* Copies a message into topic's log. Returns 0, or a negative error
+ * (MQTT_ERR_TOO_LARGE for a record over the log's maximum, -ENOENT
+ * without a granted log): then send it over MQTT. */
+int cshm_publish(cshm *s, const char *topic, size_t tlen, const uint8_t *props,
+		 size_t props_len, const void *payload, size_t len);
+/* Loans: reserve len payload bytes in topic's log; *buf points into it.
+ * cshm_commit() publishes, cshm_abort() drops. cshm_is_loan() tells
+ * whether buf came from here. */
+int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf);
+int cshm_is_loan(const cshm *s, const void *buf);
+int cshm_commit(cshm *s, void *buf);
+/* The topic and payload length of the open loan at buf. */
+void cshm_loan_info(const cshm *s, const void *buf, const char **topic,
+		    size_t *tlen, size_t *len);
+void cshm_abort(cshm *s, void *buf);
+
+/* Subscriber side. Borrows the next message of any log (bounded work).
+ * Returns 1 (*m filled, valid until cshm_release), 0 (nothing now) or
+ * SHIMMY_ERR_BUSY (a borrow is outstanding). */
+int cshm_next(cshm *s, cshm_msg *m);
+/* Ends the borrow; returns 0, or -ESTALE when the bytes were overwritten
+ * while borrowed (the message counts as lost). */
+int cshm_release(cshm *s);
+/* 1 when cshm_next() would find something. */
+int cshm_has_data(cshm *s);
+/* Number of logs read (subscriptions served through shared memory). */
+unsigned cshm_readers(const cshm *s);
+
+/* Waits up to timeout_ns for data: spins spin_ns, then sleeps on the
+ * doorbell. Returns 1 when data is there, 0 on timeout. Blocks; call it
+ * without the client's lock (it touches only the bell and the rings'
+ * read-only side — a racing cshm_conn_lost is excluded by the caller). */
+int cshm_wait(cshm *s, int64_t spin_ns, int64_t timeout_ns);
+
+/* Around a sleep in poll(): arm so writers ring the bell (and the bridge
+ * makes the eventfd readable); returns 1 if data is already there. */
+int cshm_arm(cshm *s);
+void cshm_disarm(cshm *s);
+/* Clears the eventfd. */
+void cshm_clear(cshm *s);
+
+/* Messages lost to lapping, cumulative. */
+uint64_t cshm_lost(const cshm *s);
+/* Spin time the broker suggests (BELL_SETUP), in microseconds. */
+uint32_t cshm_spin_us(const cshm *s);
+
+#endif
