@@ -517,6 +517,14 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 	}
 	if (strcmp(k, "include_dir") == 0)
 		return key_include_dir(cfg, log, pos, ln);
+	if (strcmp(k, "auth_scram_file") == 0) {
+		if ((rc = want_args(log, pos, ln, 1, 1)) < 0)
+			return rc;
+		if (strlen(ln->args[0]) >= sizeof(cfg->scram_file))
+			return cfg_error(log, pos, "auth_scram_file path too long");
+		strcpy(cfg->scram_file, ln->args[0]);
+		return 0;
+	}
 	if (strcmp(k, "acl_file") == 0) {
 		if ((rc = want_args(log, pos, ln, 1, 1)) < 0)
 			return rc;

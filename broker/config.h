@@ -85,6 +85,7 @@ typedef struct broker_cfg {
 	uint64_t shm_max_bytes;          /* shimmy_shm_max_bytes: segment memory
 					  * per client; default 256 MiB */
 
+	char scram_file[4096];           /* auth_scram_file; "" = no SCRAM */
 	char acl_file[4096];             /* acl_file; "" = no access control */
 	char config_file[4096];          /* "" when none */
 } broker_cfg;

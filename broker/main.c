@@ -4,12 +4,16 @@
  * Exit status: 0 on a clean stop (or -h), 1 on a bad config, a listener
  * that cannot be opened, or a loop failure.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "broker/acl.h"
+#include "broker/authn.h"
 #include "broker/broker.h"
 #include "broker/config.h"
 #include "broker/log.h"
+#include "broker/scram.h"
 #include "broker/server.h"
 
 #ifndef SHIMMY_VERSION
@@ -24,7 +28,71 @@ typedef struct shimmyd {
 	char **argv;
 	server *srv;
 	acl *acl; /* from acl_file; NULL = none */
+	scram_db *scram; /* from auth_scram_file; NULL = none */
+	authn authn;     /* enhanced-auth methods offered; borrows scram */
 } shimmyd;
+
+/* Loads cfg.scram_file into *out (NULL when unset). Logs and fails on
+ * error, naming the file and line. */
+static int load_scram(const shimmyd *d, scram_db **out)
+{
+	*out = NULL;
+	if (!d->cfg.scram_file[0])
+		return 0;
+	scram_db *db = scram_db_create();
+	if (!db) {
+		log_write(&d->log, LOG_ERR, "Error: out of memory.");
+		return -1;
+	}
+	unsigned bad_line = 0;
+	int rc = scram_db_load(db, d->cfg.scram_file, &bad_line);
+	if (rc < 0) {
+		if (bad_line)
+			log_write(&d->log, LOG_ERR,
+				  "Error: %s:%u: malformed SCRAM credentials line.",
+				  d->cfg.scram_file, bad_line);
+		else
+			log_write(&d->log, LOG_ERR, "Error: cannot read %s: %s.",
+				  d->cfg.scram_file, strerror(-rc));
+		scram_db_destroy(db);
+		return -1;
+	}
+	*out = db;
+	return 0;
+}
+
+/* Offers SCRAM-SHA-256 over db (or nothing when db is NULL). */
+static void apply_authn(shimmyd *d, scram_db *db)
+{
+	authn_init(&d->authn);
+	if (db) {
+		authn_method m;
+		scram_authn_method(db, &m);
+		authn_add(&d->authn, &m);
+	}
+	broker_set_authn(server_broker(d->srv), db ? &d->authn : NULL);
+}
+
+/* `shimmyd --scram-line USER PASSWORD [ITERATIONS]`: prints one line for
+ * an auth_scram_file. */
+static int scram_line_cmd(int argc, char **argv)
+{
+	if (argc < 4 || argc > 5) {
+		fprintf(stderr, "usage: %s --scram-line USER PASSWORD [ITERATIONS]\n",
+			argv[0]);
+		return 2;
+	}
+	uint32_t iter = argc == 5 ? (uint32_t)strtoul(argv[4], NULL, 10) : 0;
+	char line[1024];
+	int n = scram_cred_line(argv[2], argv[3], iter, line, sizeof(line));
+	if (n < 0) {
+		fprintf(stderr, "%s: cannot make a SCRAM line for '%s': %s\n",
+			argv[0], argv[2], strerror(-n));
+		return 1;
+	}
+	printf("%s\n", line);
+	return 0;
+}
 
 /* Loads cfg.acl_file into *out (NULL when unset). Logs and fails on error. */
 static int load_acl(const shimmyd *d, acl **out)
@@ -58,11 +126,22 @@ static void on_reload(void *ctx)
 	broker_set_acl(server_broker(d->srv), a);
 	acl_destroy(d->acl);
 	d->acl = a;
+	scram_db *db;
+	if (load_scram(d, &db) < 0) {
+		log_write(&d->log, LOG_ERR,
+			  "Error: SCRAM reload failed; keeping the current credentials.");
+		return;
+	}
+	apply_authn(d, db);
+	scram_db_destroy(d->scram);
+	d->scram = db;
 }
 
 int main(int argc, char **argv)
 {
 	int status = 1;
+	if (argc > 1 && strcmp(argv[1], "--scram-line") == 0)
+		return scram_line_cmd(argc, argv);
 	/* broker_cfg is large (paths), so it lives on the heap. */
 	shimmyd *d = calloc(1, sizeof(*d));
 	if (!d)
@@ -86,13 +165,14 @@ int main(int argc, char **argv)
 	else
 		log_write(&d->log, LOG_NOTICE, "Using default config.");
 
-	if (load_acl(d, &d->acl) < 0)
+	if (load_acl(d, &d->acl) < 0 || load_scram(d, &d->scram) < 0)
 		goto out_free;
 	server *s = server_create(&d->cfg, &d->log, on_reload, d);
 	if (!s)
 		goto out_free;
 	d->srv = s;
 	broker_set_acl(server_broker(s), d->acl);
+	apply_authn(d, d->scram);
 	if (server_listen(s) == 0 && server_run(s) == 0)
 		status = 0;
 	log_write(&d->log, LOG_NOTICE, "shimmy version %s terminating",
@@ -100,6 +180,7 @@ int main(int argc, char **argv)
 	server_destroy(s);
 out_free:
 	acl_destroy(d->acl);
+	scram_db_destroy(d->scram);
 	free(d);
 	return status;
 }
