@@ -11,7 +11,10 @@
 # brokers), 16 B 1 pub -> 1 sub (QoS 0 and 1), fan-out 1 pub -> 10 subs,
 # 100 KB 1 -> 1 (these as fast as possible: throughput, and the latency of
 # a full window), 16 B at a fixed 10k msgs/s (one-way latency p50/p99/p99.9)
-# and round-trip latency. About a minute here.
+# and round-trip latency. About a minute here. The latency scenarios also
+# run against a third broker, shimmy-busypoll: shimmyd with
+# `shimmy_busy_poll_us 100` (it polls instead of sleeping for 100 us after
+# each network event), reported on its own rows.
 # Environment: BENCH_SCALE_PCT (default 100) scales message counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,13 +42,14 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 CSV=bench/results/$STAMP.csv
 SYSTEMS="shimmy mosquitto"
 declare -A PORT PID
-for s in $SYSTEMS; do
+for s in $SYSTEMS shimmy-busypoll; do
 	PORT[$s]=$(free_port)
 	write_conf "$TMP/$s.conf" "${PORT[$s]}" 127.0.0.1
+	[ "$s" = shimmy-busypoll ] && echo "shimmy_busy_poll_us 100" >>"$TMP/$s.conf"
 	start_broker "$s" "$TMP/$s.conf" "$TMP/$s.log"
 	PID[$s]=$BROKER_PID
 done
-for s in $SYSTEMS; do
+for s in $SYSTEMS shimmy-busypoll; do
 	wait_port 127.0.0.1 "${PORT[$s]}" || { cat "$TMP/$s.log" >&2; echo "run_bench: $s did not start" >&2; exit 1; }
 done
 echo "run_bench: shimmyd pid ${PID[shimmy]} port ${PORT[shimmy]}; mosquitto pid ${PID[mosquitto]} port ${PORT[mosquitto]}; $(nproc) cpus" >&2
@@ -69,8 +73,8 @@ for s in $SYSTEMS; do run "$s" 16B_1to1_qos0 --size 16 --count "$(n 1000000)"; d
 for s in $SYSTEMS; do run "$s" 16B_1to1_qos1 --size 16 --qos 1 --count "$(n 200000)"; done
 for s in $SYSTEMS; do run "$s" 16B_fanout_1to10 --size 16 --subs 10 --count "$(n 100000)"; done
 for s in $SYSTEMS; do run "$s" 100KB_1to1 --size 102400 --count "$(n 20000)"; done
-for s in $SYSTEMS; do run "$s" 16B_1to1_at10k --size 16 --rate 10000 --count "$(n 30000)" --warmup 1000; done
-for s in $SYSTEMS; do run "$s" rtt_16B --mode rtt --size 16 --count "$(n 20000)"; done
+for s in $SYSTEMS shimmy-busypoll; do run "$s" 16B_1to1_at10k --size 16 --rate 10000 --count "$(n 30000)" --warmup 1000; done
+for s in $SYSTEMS shimmy-busypoll; do run "$s" rtt_16B --mode rtt --size 16 --count "$(n 20000)"; done
 
 "$BIN/shimmy-hwlimits" --iters 200000 --csv "bench/results/$STAMP-hwlimits.csv" >"$TMP/hw.txt" 2>&1 ||
 	echo "run_bench: shimmy-hwlimits failed" >&2
@@ -115,6 +119,10 @@ END {
 			r = (a != "" && b != "" && b + 0 != 0) ? sprintf("%.2fx", a / b) : "-"
 			printf "%-18s %-18s %14s %14s %10s %s\n", (k == 1 ? sc : ""), mt, a, b, r,
 				(lower[sc, k] ? "(lower is better)" : "")
+			c = v[sc, mt, "shimmy-busypoll"]
+			if (c != "" && b != "" && b + 0 != 0)
+				printf "%-18s %-18s %14s %14s %10s %s\n", "", mt " (busypoll)", c, b,
+					sprintf("%.2fx", c / b), "(shimmy_busy_poll_us 100)"
 		}
 		if ((sc, "shimmy") in lost || (sc, "mosquitto") in lost)
 			printf "%-18s lost: shimmy %d, mosquitto %d\n", "", lost[sc, "shimmy"], lost[sc, "mosquitto"]
