@@ -51,7 +51,8 @@ typedef enum run_mode {
 typedef struct run_cfg {
 	run_mode mode;
 	const char *system;     /* label: shimmy, mosquitto, kafka, kafka-mock */
-	const char *transport;  /* label: tcp (shm is not built yet) */
+	const char *transport;  /* tcp or shm */
+	const char *unix_path;  /* shm: broker socket; NULL: $SHIMMY_SOCKET */
 	const char *scenario;   /* label */
 	const char *pub_host, *sub_host, *port;
 	const char *pub_netns, *sub_netns; /* NULL: stay in ours */

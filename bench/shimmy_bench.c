@@ -1,7 +1,7 @@
 /*
  * bench/shimmy_bench.c — shimmy-bench: one load generator for every system
  * (Shimmy, Mosquitto or any MQTT broker over TCP; Kafka through librdkafka;
- * later Shimmy's shared-memory path). Parses options, runs one measurement,
+ * Shimmy's shared-memory path with --transport shm). Parses options, runs one measurement,
  * prints a summary on stdout and, with --csv, one row (columns in run.h).
  * Progress goes to stderr.
  *
@@ -21,6 +21,8 @@
 #include "mqtt/error.h"
 #include "bench/proc.h"
 #include "bench/run.h"
+#include "bench/shm_load.h"
+#include "clients/include/shimmy.h"
 #ifdef SHIMMY_BENCH_KAFKA
 #include "bench/kafka_load.h"
 #endif
@@ -38,7 +40,10 @@ static void usage(FILE *f)
 "  --sub-netns NS      subscribers (and idle connections) from NS\n"
 "  --kafka HOST:PORT   Kafka through librdkafka; 'mock' = librdkafka's mock\n"
 "                      cluster (reported as system kafka-mock)\n"
-"  --transport T       tcp (default); shm: not built yet\n"
+"  --transport T       tcp (default), or shm: Shimmy's shared-memory path\n"
+"                      through libshimmy on the Unix socket (load, rtt)\n"
+"  --unix PATH         shm: the broker's socket ($SHIMMY_SOCKET, else\n"
+"                      /run/shimmy/shimmy.sock)\n"
 "  --mqtt-version V    4 (3.1.1, default) or 5\n"
 "Mode\n"
 "  --mode M            load (N pub -> M sub), rtt (round trip), idle (RSS/conn)\n"
@@ -70,12 +75,13 @@ enum {
 	O_TRANSPORT, O_MQTTV, O_MODE, O_PUBS, O_SUBS, O_QOS, O_SIZE, O_COUNT,
 	O_WARMUP, O_RATE, O_WINDOW, O_INFLIGHT, O_BATCH, O_READ, O_DRAIN,
 	O_CONNS, O_HOLD, O_TOPIC, O_PID, O_SYSTEM, O_SCENARIO, O_CSV, O_CSV_AVG, O_QUIET,
-	O_HELP,
+	O_HELP, O_UNIX,
 };
 
 static const struct option opts[] = {
 	{ "host", required_argument, NULL, O_HOST },
 	{ "port", required_argument, NULL, O_PORT },
+	{ "unix", required_argument, NULL, O_UNIX },
 	{ "pub-host", required_argument, NULL, O_PUB_HOST },
 	{ "sub-host", required_argument, NULL, O_SUB_HOST },
 	{ "pub-netns", required_argument, NULL, O_PUB_NS },
@@ -178,6 +184,7 @@ int main(int argc, char **argv)
 		case O_SUB_NS: cfg.sub_netns = optarg; break;
 		case O_KAFKA: cfg.kafka = optarg; break;
 		case O_TRANSPORT: cfg.transport = optarg; break;
+		case O_UNIX: cfg.unix_path = optarg; break;
 		case O_MQTTV: cfg.mqtt_version = atoi(optarg); break;
 		case O_MODE:
 			if (strcmp(optarg, "load") == 0)
@@ -221,12 +228,13 @@ int main(int argc, char **argv)
 		fprintf(stderr, "shimmy-bench: unexpected argument '%s'\n", argv[optind]);
 		return 2;
 	}
-	if (strcmp(cfg.transport, "shm") == 0) {
-		fputs("shimmy-bench: --transport shm: not built yet (the shared-memory"
-		      " path is a later step); no numbers reported\n", stderr);
-		return EXIT_UNAVAILABLE;
+	bool shm = strcmp(cfg.transport, "shm") == 0;
+	if (shm && (cfg.kafka || cfg.mode == RUN_IDLE || cfg.qos != 0)) {
+		fputs("shimmy-bench: --transport shm: load or rtt mode, QoS 0, no --kafka\n",
+		      stderr);
+		return 2;
 	}
-	if (strcmp(cfg.transport, "tcp") != 0) {
+	if (!shm && strcmp(cfg.transport, "tcp") != 0) {
 		fprintf(stderr, "shimmy-bench: unknown transport '%s'\n", cfg.transport);
 		return 2;
 	}
@@ -281,6 +289,11 @@ int main(int argc, char **argv)
 		free(r);
 		return EXIT_UNAVAILABLE;
 #endif
+	} else if (shm && cfg.mode == RUN_RTT) {
+		cfg.pubs = cfg.subs = 1;
+		rc = shm_rtt_run(&cfg, r);
+	} else if (shm) {
+		rc = shm_load_run(&cfg, r);
 	} else if (cfg.mode == RUN_RTT) {
 		cfg.pubs = cfg.subs = 1;
 		rc = mqtt_rtt_run(&cfg, r);
@@ -290,7 +303,8 @@ int main(int argc, char **argv)
 		rc = mqtt_load_run(&cfg, r);
 	}
 	if (rc < 0) {
-		fprintf(stderr, "shimmy-bench: run failed: %s\n", mqtt_strerror(rc));
+		fprintf(stderr, "shimmy-bench: run failed: %s\n",
+			shm ? shimmy_strerror(rc) : mqtt_strerror(rc));
 		free(r);
 		return 1;
 	}

@@ -14,7 +14,8 @@ fail() { echo "bench.smoke: FAIL: $*" >&2; exit 1; }
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null) ||
 	port=$((20000 + $$ % 20000))
-printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$port" >"$dir/shimmy.conf"
+printf 'listener %s 127.0.0.1\nlistener 0 %s/shimmy.sock\nallow_anonymous true\nmax_queued_messages 100000\n' \
+	"$port" "$dir" >"$dir/shimmy.conf"
 "$shimmyd" -c "$dir/shimmy.conf" >"$dir/broker.log" 2>&1 &
 pid=$!
 i=0
@@ -46,8 +47,12 @@ check_row "$dir/rtt.csv" rtt_16B_qos0
 	--broker-pid "$pid" --csv - --quiet >"$dir/idle.csv" || fail "shimmy-bench idle exited $?"
 awk -F, 'NR == 2 && NF == 14 && $3 == "idle_conns_rss" && $4 ~ /^-?[0-9]+$/ { ok = 1 } END { exit !ok }' \
 	"$dir/idle.csv" || { cat "$dir/idle.csv" >&2; fail "bad idle CSV"; }
-"$bench" --transport shm --quiet >/dev/null 2>"$dir/shm.err"
-[ $? -eq 69 ] && grep -q "not built yet" "$dir/shm.err" || fail "--transport shm should say 'not built yet'"
+"$bench" --transport shm --unix "$dir/shimmy.sock" --system shimmy --count 2000 --size 16 \
+	--broker-pid "$pid" --csv - --quiet >"$dir/shm.csv" || fail "shimmy-bench --transport shm exited $?"
+check_row "$dir/shm.csv" 16B_1p_1s_qos0
+"$bench" --transport shm --unix "$dir/shimmy.sock" --system shimmy --mode rtt --count 200 \
+	--broker-pid "$pid" --csv - --quiet >"$dir/shmrtt.csv" || fail "shimmy-bench --transport shm rtt exited $?"
+check_row "$dir/shmrtt.csv" rtt_16B_qos0
 
 "$hw" --iters 2000 >"$dir/hw.txt" || fail "shimmy-hwlimits exited $?"
 grep -q '^cacheline_pingpong_rtt,[0-9.]*,' "$dir/hw.txt" || { cat "$dir/hw.txt" >&2; fail "bad hwlimits CSV"; }

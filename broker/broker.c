@@ -12,29 +12,36 @@
  */
 #include "broker/broker.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker/acl.h"
 #include "broker/authn.h"
 #include "broker/msg.h"
 #include "broker/retain.h"
 #include "broker/session.h"
+#include "broker/shm.h"
 #include "broker/strmap.h"
 #include "broker/subtree.h"
 #include "mqtt/error.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
 #include "mqtt/utf8.h"
+#include "shmpath/ctl.h"
+#include "shmpath/segment.h"
 
 #define BROKER_VERSION_STR "shimmy 0.1.0"
 /* Inbound topic aliases accepted per connection (CONNACK Topic Alias Maximum). */
 #define BROKER_TOPIC_ALIAS_MAX 10
 /* Output bytes pending above which QoS 0 messages to that client are
  * dropped instead of buffered (a slow consumer must not eat the heap). */
+/* Output buffers up to this size are freed as soon as they drain. */
+#define BROKER_OUT_KEEP_SMALL (64u << 10)
 #define BROKER_OUT_QOS0_LIMIT (16u << 20)
 /* Most Subscription Identifiers put on one outgoing PUBLISH. */
 #define BROKER_MAX_SUB_IDS 32
@@ -85,6 +92,7 @@ struct broker_conn {
 	bool id_assigned;       /* id chosen by us (Assigned Client Id) */
 	uint64_t linger_until_ms; /* CLOSING without WANT_CLOSE until then */
 	bool close_logged;
+	shm_client *shm;        /* shm/1 negotiated (broker/shm.h) */
 	bool problem_info;      /* v5 Request Problem Information (default 1) */
 
 	/* Outbound topic aliases [MQTT-3.3.2-10 ff]: out_aliases[1..n] own
@@ -157,6 +165,13 @@ struct broker {
 	broker_auth_fn auth_fn;
 	void *auth_ctx;
 	const acl *acl; /* NULL: no access control */
+
+	/* Shared-memory fast path; NULL when off. */
+	shm_broker *shm;
+	broker_fd_fn fd_hook;
+	bool routing_shm;  /* route() of a record read from a shm log */
+	bool destroying;   /* broker_destroy(): the I/O layer is gone */
+	uint64_t shm_now_ms;
 
 	/* Fan-out scratch of route(), reused. */
 	broker_msg *route_msg;
@@ -237,6 +252,14 @@ static void conn_want_close(broker_conn *c)
 }
 
 /* Returns space for at least n more output bytes, or NULL on OOM. */
+/* Frees c's output buffer; only when nothing is pending. */
+static void out_release(broker_conn *c)
+{
+	free(c->out);
+	c->out = NULL;
+	c->out_cap = 0;
+}
+
 static uint8_t *out_reserve(broker_conn *c, size_t n)
 {
 	if (c->out_cap - c->out_len >= n)
@@ -658,6 +681,14 @@ static void deliver(broker *b, session *s, broker_msg *m, uint8_t qos,
 	sess_out e = { m, 0, qos, SESS_OUT_QUEUED, retain,
 		       (flags & DELIVER_SHARED) != 0 };
 	if (c && c->state == CONN_ACTIVE) {
+		if (qos == 0 && c->shm &&
+		    shm_client_deliver(b->shm, c->shm, m->topic, m->topic_len,
+				       m->props, m->props_len, m->payload,
+				       m->payload_len,
+				       retain ? SHIMMY_MSG_RETAIN : 0) == 0) {
+			b->pub_sent++;
+			return;
+		}
 		if (qos == 0) {
 			if (out_pending(c) > BROKER_OUT_QOS0_LIMIT) {
 				queue_drop(b, s);
@@ -708,6 +739,9 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 	broker_msg *m = b->route_msg;
 	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s->uid)
 		return;
+	if (b->routing_shm && !(flags & SUBTREE_SHARED) && s->conn &&
+	    ((broker_conn *)s->conn)->shm)
+		return; /* it reads the publisher's log itself */
 	if (b->acl && !acl_allows(b, s, (mqtt_str){ m->topic, m->topic_len },
 				  ACL_READ))
 		return;
@@ -913,6 +947,245 @@ static session *session_new(broker *b, const char *id, uint32_t len)
 	b->sess_head = s;
 	b->session_count++;
 	return s;
+}
+
+/* ---- shared-memory glue (broker/shm.h) -------------------------------- */
+
+/* shm_env.send: a control packet, its fds attached to its first byte. */
+static int shm_env_send(void *conn, const uint8_t *pkt, size_t len, int *fds,
+			unsigned nfds, void *ctx)
+{
+	broker *b = ctx;
+	broker_conn *c = conn;
+	int rc = -EPIPE;
+	if (b->destroying || c->state != CONN_ACTIVE)
+		goto out_close;
+	if (nfds) {
+		if (!b->fd_hook) {
+			rc = -ENOTSUP;
+			goto out_close;
+		}
+		rc = b->fd_hook(c->io, fds, nfds); /* takes the fds */
+		if (rc < 0)
+			return rc;
+	}
+	uint8_t *p = out_reserve(c, len);
+	if (!p) {
+		out_oom(c);
+		return -ENOMEM;
+	}
+	memcpy(p, pkt, len);
+	c->out_len += len;
+	mark_dirty(c);
+	return 0;
+out_close:
+	for (unsigned i = 0; i < nfds; i++)
+		close(fds[i]);
+	return rc;
+}
+
+static bool shm_env_may(void *conn, const char *topic, size_t len, bool write,
+			void *ctx)
+{
+	broker *b = ctx;
+	broker_conn *c = conn;
+	if (!c->s)
+		return false;
+	return acl_allows(b, c->s, (mqtt_str){ topic, (uint32_t)len },
+			  write ? ACL_WRITE : ACL_READ);
+}
+
+static bool shm_env_wants(void *conn, const char *topic, size_t len,
+			  void *from, void *ctx)
+{
+	(void)ctx;
+	broker_conn *c = conn;
+	session *s = c->s;
+	mqtt_str t = { topic, (uint32_t)len };
+	if (!s || c->state != CONN_ACTIVE)
+		return false;
+	for (uint32_t i = 0; i < s->sub_count; i++) {
+		mqtt_str f = { s->subs[i].filter, s->subs[i].filter_len };
+		mqtt_str g, inner;
+		if (subtree_share_split(f, &g, &inner))
+			continue; /* groups are served by the broker */
+		if ((s->subs[i].options & MQTT_SUBOPT_NO_LOCAL) && from == conn)
+			continue;
+		if (mqtt_topic_match(f, t))
+			return true;
+	}
+	return false;
+}
+
+static void shm_others_cb(void *owner, uint8_t options, uint32_t sub_id,
+			  unsigned flags, void *ctx)
+{
+	(void)options;
+	(void)sub_id;
+	const session *s = owner;
+	const broker_conn *c = s->conn;
+	if ((flags & SUBTREE_SHARED) || !c || !c->shm)
+		*(bool *)ctx = true;
+}
+
+static bool shm_env_others_want(const char *topic, size_t len, void *ctx)
+{
+	broker *b = ctx;
+	bool want = false;
+	subtree_match(b->subs, (mqtt_str){ topic, (uint32_t)len },
+		      shm_others_cb, &want);
+	return want;
+}
+
+/* shm_env.route: a record the broker read from a publisher's log. Its
+ * property bytes come from shared memory: validated here, and dropped
+ * (the message still goes) if invalid or holding per-hop properties. */
+static void shm_env_route(void *from, const char *topic, size_t len,
+			  const shimmy_ring_msg *rm, void *ctx)
+{
+	broker *b = ctx;
+	broker_conn *fc = from;
+	mqtt_bytes props = { NULL, 0 };
+	if (rm->props_len && rm->props_len <= MQTT_VBI_MAX) {
+		size_t n = mqtt_vbi_size(rm->props_len) + rm->props_len;
+		uint8_t *buf = malloc(n);
+		mqtt_props pp;
+		if (buf) {
+			size_t h = mqtt_vbi_encode(buf, rm->props_len);
+			memcpy(buf + h, rm->props, rm->props_len);
+			uint64_t per_hop =
+				MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS) |
+				MQTT_PROP_BIT(MQTT_PROP_SUBSCRIPTION_IDENTIFIER) |
+				MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY_INTERVAL);
+			if (mqtt_props_decode(buf, n, MQTT_PCTX_PUBLISH, &pp) ==
+				    (int)n &&
+			    !(pp.present & per_hop))
+				props = (mqtt_bytes){ rm->props, rm->props_len };
+			free(buf);
+		}
+	}
+	uint8_t qos = rm->flags & SHIMMY_MSG_QOS_MASK;
+	broker_msg *m = msg_create((mqtt_str){ topic, (uint32_t)len },
+				   (mqtt_bytes){ rm->payload, rm->payload_len },
+				   props, qos > 2 ? 0 : qos, false, 0,
+				   fc && fc->s ? fc->s->uid : 0);
+	if (!m) {
+		log_write(b->log, LOG_ERR,
+			  "Out of memory routing a shared-memory message on %s.",
+			  topic);
+		return;
+	}
+	b->routing_shm = true;
+	route(b, m, b->shm_now_ms, NULL);
+	b->routing_shm = false;
+	msg_unref(m);
+}
+
+static void shm_setup(broker *b)
+{
+	shm_env env = { shm_env_send, shm_env_may, shm_env_wants,
+			shm_env_others_want, shm_env_route, b };
+	shm_limits lim = { b->cfg->shm_max_bytes, b->cfg->shm_spin_us,
+			   b->cfg->shm_reader_timeout_ms };
+	int err = 0;
+	b->shm = shm_broker_create(&env, &lim, &err);
+	if (!b->shm)
+		log_write(b->log, LOG_WARN,
+			  "Warning: shared-memory fast path unavailable: %s.",
+			  strerror(-err));
+}
+
+/* True when c may use shm/1: Unix socket, enabled, and the CONNECT carries
+ * User Property shimmy = shm/1. */
+static bool shm_offered(const broker *b, const broker_conn *c,
+			const mqtt_connect *ct)
+{
+	if (!b->shm || !b->cfg->shm_enabled ||
+	    c->transport != BROKER_TRANSPORT_UNIX || !ct->props.user_count)
+		return false;
+	uint32_t off = 0;
+	mqtt_prop pr;
+	while (mqtt_props_next(ct->props.raw, &off, &pr) == 1) {
+		if (pr.id == MQTT_PROP_USER_PROPERTY && pr.str.len == 6 &&
+		    memcmp(pr.str.ptr, "shimmy", 6) == 0 &&
+		    pr.str2.len == sizeof(SHIMMY_SHM_PROTOCOL) - 1 &&
+		    memcmp(pr.str2.ptr, SHIMMY_SHM_PROTOCOL, pr.str2.len) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* A PUBLISH on a reserved $shimmy/ topic: a control message from a shm
+ * client, else dropped (acknowledged as not authorized). Never routed. */
+static void handle_shm_ctl(broker *b, broker_conn *c, const mqtt_publish *pub,
+			   mqtt_str topic)
+{
+	if (c->shm && pub->qos == 0 && topic.len == SHIMMY_CTL_TOPIC_LEN &&
+	    memcmp(topic.ptr, SHIMMY_CTL_TOPIC, topic.len) == 0) {
+		b->shm_now_ms = b->now_ms;
+		int rc = shm_client_ctl(b->shm, c->shm, pub->payload.ptr,
+					pub->payload.len);
+		if (rc < 0) {
+			log_write(b->log, LOG_NOTICE,
+				  "Client %s sent a bad shared-memory control message (%s), disconnecting.",
+				  conn_id(c), mqtt_strerror(rc));
+			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+		}
+		return;
+	}
+	if (pub->qos == 1)
+		send_ack(c, MQTT_PUBACK, pub->packet_id, MQTT_RC_NOT_AUTHORIZED);
+	else if (pub->qos == 2)
+		send_ack(c, MQTT_PUBREC, pub->packet_id, MQTT_RC_NOT_AUTHORIZED);
+}
+
+/* After SUBSCRIBE/UNSUBSCRIBE of c: shm logs to attach or detach, and
+ * logs the broker must (no longer) read for the subscribers it serves. */
+static void shm_subs_changed(broker *b, broker_conn *c)
+{
+	if (!b->shm)
+		return;
+	if (c->shm)
+		shm_client_resubscribed(b->shm, c->shm);
+	shm_broker_interest(b->shm);
+}
+
+void broker_set_fd_hook(broker *b, broker_fd_fn fn)
+{
+	b->fd_hook = fn;
+}
+
+int broker_shm_fd(const broker *b)
+{
+	return b->shm ? shm_broker_fd(b->shm) : -1;
+}
+
+int broker_shm_poll(broker *b, uint64_t now_ms)
+{
+	if (!b->shm)
+		return 0;
+	b->now_ms = b->shm_now_ms = now_ms;
+	return shm_broker_poll(b->shm, now_ms);
+}
+
+int broker_shm_arm(broker *b)
+{
+	return b->shm ? shm_broker_arm(b->shm) : 0;
+}
+
+void broker_shm_disarm(broker *b)
+{
+	if (b->shm)
+		shm_broker_disarm(b->shm);
+}
+
+void broker_shm_reload(broker *b)
+{
+	if (!b->shm)
+		return;
+	shm_limits lim = { b->cfg->shm_max_bytes, b->cfg->shm_spin_us,
+			   b->cfg->shm_reader_timeout_ms };
+	shm_broker_set_limits(b->shm, &lim);
 }
 
 /* ---- CONNECT ---------------------------------------------------------- */
@@ -1301,6 +1574,10 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 
 	mqtt_packet pkt;
 	char *resp_info = NULL;
+	bool shm_ok = v5 && shm_offered(b, c, ct);
+	static const mqtt_user_prop shm_echo = {
+		{ "shimmy", 6 }, { SHIMMY_SHM_PROTOCOL, 5 }
+	};
 	memset(&pkt, 0, sizeof(pkt));
 	pkt.type = MQTT_CONNACK;
 	pkt.u.connack.session_present = session_present;
@@ -1331,6 +1608,10 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 			p->present |= MQTT_PROP_BIT(
 				MQTT_PROP_ASSIGNED_CLIENT_IDENTIFIER);
 			p->assigned_client_id = mqtt_str_c(c->id);
+		}
+		if (shm_ok) {
+			p->user = &shm_echo;
+			p->user_count = 1;
 		}
 		if ((ct->props.present &
 		     MQTT_PROP_BIT(MQTT_PROP_REQUEST_RESPONSE_INFORMATION)) &&
@@ -1365,6 +1646,13 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 	if (src)
 		return;
 	b->connections_total++;
+	if (shm_ok) {
+		c->shm = shm_client_open(b->shm, c);
+		if (!c->shm)
+			log_write(b->log, LOG_WARN,
+				  "Client %s: shared memory set-up failed; it stays on MQTT.",
+				  c->id);
+	}
 
 	if (ct->has_username)
 		log_write(b->log, LOG_NOTICE,
@@ -1431,6 +1719,10 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 	}
 	if (topic.len == 0) {
 		conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
+		return;
+	}
+	if (shimmy_ctl_is_reserved(topic.ptr, topic.len)) {
+		handle_shm_ctl(b, c, pub, topic);
 		return;
 	}
 	if (pub->retain && !cfg->retain_available) {
@@ -1686,6 +1978,9 @@ static void handle_subscribe(broker *b, broker_conn *c,
 		i++;
 	}
 	uint32_t n = i;
+	/* Before SUBACK: the client maps the logs it now matches before it
+	 * learns the subscription is in force. */
+	shm_subs_changed(b, c);
 
 	mqtt_packet pkt;
 	memset(&pkt, 0, sizeof(pkt));
@@ -1735,6 +2030,7 @@ static void handle_unsubscribe(broker *b, broker_conn *c,
 		reasons[i++] = found ? MQTT_RC_SUCCESS
 				     : MQTT_RC_NO_SUBSCRIPTION_EXISTED;
 	}
+	shm_subs_changed(b, c);
 	mqtt_packet pkt;
 	memset(&pkt, 0, sizeof(pkt));
 	pkt.type = MQTT_UNSUBACK;
@@ -1883,6 +2179,8 @@ broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
 	}
 	strmap_init(&b->sessions);
 	subtree_set_prefer(b->subs, session_online, NULL);
+	if (cfg->shm_enabled)
+		shm_setup(b);
 	b->next_uid = 1;
 	b->rng = now_ms ^ (uint64_t)(uintptr_t)b;
 	b->start_ms = now_ms;
@@ -1912,6 +2210,9 @@ void broker_destroy(broker *b)
 {
 	if (!b)
 		return;
+	b->destroying = true;
+	shm_broker_destroy(b->shm);
+	b->shm = NULL;
 	while (b->conns) {
 		broker_conn *c = b->conns;
 		b->conns = c->next;
@@ -2029,8 +2330,14 @@ void broker_conn_written(broker_conn *c, size_t n)
 		n = pending;
 	c->out_off += n;
 	c->b->bytes_sent += n;
-	if (c->out_off == c->out_len)
+	if (c->out_off == c->out_len) {
 		c->out_off = c->out_len = 0;
+		/* An idle connection should own no output memory; a small
+		 * buffer is cheap to get back from the heap, a large one is
+		 * kept while traffic flows and released by the idle scan. */
+		if (c->out_cap <= BROKER_OUT_KEEP_SMALL)
+			out_release(c);
+	}
 }
 
 unsigned broker_conn_flags(const broker_conn *c)
@@ -2053,6 +2360,10 @@ broker_conn *broker_next_dirty(broker *b)
 
 void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 {
+	if (c->shm) {
+		shm_client_close(b->shm, c->shm);
+		c->shm = NULL;
+	}
 	b->now_ms = now_ms;
 	session *s = c->s;
 	if (s) {
@@ -2091,6 +2402,8 @@ void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 		c->next->prev = c->prev;
 	b->conn_count--;
 	conn_free(c);
+	if (b->shm)
+		shm_broker_interest(b->shm); /* a subscriber may be gone */
 }
 
 uint64_t broker_tick(broker *b, uint64_t now_ms)
@@ -2099,6 +2412,8 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
 	if (now_ms >= b->next_scan_ms) {
 		b->next_scan_ms = now_ms + 1000;
 		for (broker_conn *c = b->conns; c; c = c->next) {
+			if (c->out && c->out_len == 0)
+				out_release(c); /* idle: see broker_conn_written */
 			if (c->linger_until_ms && now_ms >= c->linger_until_ms &&
 			    !(c->flags & BROKER_CONN_WANT_CLOSE))
 				conn_want_close(c);
@@ -2272,5 +2587,25 @@ void broker_sys_publish(broker *b, uint64_t now_ms)
 		(unsigned long long)subtree_count(b->subs));
 	sys_pub(b, now_ms, "$SYS/broker/retained messages/count", "%zu",
 		retain_count(b->retained));
+	if (b->shm) {
+		shm_stats st;
+		shm_broker_stats(b->shm, &st);
+		sys_pub(b, now_ms, "$SYS/broker/shm/clients", "%llu",
+			(unsigned long long)st.clients);
+		sys_pub(b, now_ms, "$SYS/broker/shm/logs", "%llu",
+			(unsigned long long)st.logs);
+		sys_pub(b, now_ms, "$SYS/broker/shm/attachments", "%llu",
+			(unsigned long long)st.attachments);
+		sys_pub(b, now_ms, "$SYS/broker/shm/segment bytes", "%llu",
+			(unsigned long long)st.segment_bytes);
+		sys_pub(b, now_ms, "$SYS/broker/shm/messages/routed", "%llu",
+			(unsigned long long)st.routed);
+		sys_pub(b, now_ms, "$SYS/broker/shm/messages/inbound", "%llu",
+			(unsigned long long)st.inbound);
+		sys_pub(b, now_ms, "$SYS/broker/shm/messages/lost", "%llu",
+			(unsigned long long)st.inbound_lost);
+		sys_pub(b, now_ms, "$SYS/broker/shm/logs dropped", "%llu",
+			(unsigned long long)st.dropped_logs);
+	}
 	sys_loads(b, now_ms);
 }

@@ -184,6 +184,35 @@ void broker_set_authn(broker *b, const struct authn *a);
 int broker_publish(broker *b, const char *topic, const void *payload,
 		   size_t len, uint8_t qos, int retain, uint64_t now_ms);
 
+/*
+ * Shared-memory fast path (broker/shm.h, docs/shm-protocol.md). A Unix
+ * socket client whose MQTT 5 CONNECT carries User Property shimmy = shm/1
+ * gets it echoed in CONNACK (unless shimmy_shm is false) and then control
+ * messages on $shimmy/ctl with segment fds attached.
+ *
+ * The I/O layer passes the fds: fn (set once, before any connection) gets
+ * fds[0..n) (transferred) to send as SCM_RIGHTS with the next output byte
+ * of the connection whose io_ctx it is given. Returns 0 or -errno.
+ */
+typedef int (*broker_fd_fn)(void *io_ctx, int *fds, unsigned n);
+void broker_set_fd_hook(broker *b, broker_fd_fn fn);
+
+/* An fd (eventfd) readable when shm logs the broker reads have data; -1
+ * when the fast path is off. Add it to the loop's epoll set. */
+int broker_shm_fd(const broker *b);
+
+/* Reads and routes what shm logs hold (bounded). Returns 1 when more is
+ * pending: call again without sleeping. */
+int broker_shm_poll(broker *b, uint64_t now_ms);
+
+/* Around the loop's sleep: arm returns 1 when data is already there (do
+ * not sleep); disarm once after the sleep. */
+int broker_shm_arm(broker *b);
+void broker_shm_disarm(broker *b);
+
+/* Applies reloaded shimmy_shm_* limits. */
+void broker_shm_reload(broker *b);
+
 /* Publishes the $SYS tree (retained). broker_tick() calls it every
  * sys_interval seconds; exposed for tests and for SIGUSR-style dumps. */
 void broker_sys_publish(broker *b, uint64_t now_ms);

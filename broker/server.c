@@ -56,6 +56,7 @@ typedef enum srv_kind {
 	SRV_LISTENER = 1,
 	SRV_CONN = 2,
 	SRV_SIGNAL = 3,
+	SRV_SHM = 4, /* the broker's shm eventfd (broker_shm_fd) */
 } srv_kind;
 
 typedef struct srv_handle {
@@ -131,6 +132,8 @@ struct server {
 	server_reload_fn reload;
 	void *reload_ctx;
 	srv_handle sig_h;
+	srv_handle shm_h;
+	bool shm_more; /* shm logs still hold data: poll without sleeping */
 	int sigfd;
 	srv_listener listeners[SRV_MAX_SOCKS];
 	int listener_count;
@@ -947,10 +950,15 @@ int server_run(server *s)
 	while (!loop->stop) {
 		uint64_t now = mono_ms();
 		int timeout = loop_timeout(s, now);
+		/* Arm before the last check, so a commit after it wakes us
+		 * (through the bridge thread and the eventfd). */
+		if (broker_shm_arm(loop->b) || s->shm_more)
+			timeout = 0;
 		uint32_t spin_us = s->cfg->busy_poll_us;
 		if (spin_us && mono_us() - last_event_us < spin_us)
 			timeout = 0;
 		int n = epoll_wait(loop->epfd, evs, SRV_MAX_EVENTS, timeout);
+		broker_shm_disarm(loop->b);
 		if (n > 0 && spin_us)
 			last_event_us = mono_us();
 		if (n < 0) {
@@ -974,8 +982,13 @@ int server_run(server *s)
 			case SRV_SIGNAL:
 				signal_event(s);
 				break;
+			case SRV_SHM:
+				s->shm_more = true;
+				break;
 			}
 		}
+		if (s->shm_more || timeout == 0)
+			s->shm_more = broker_shm_poll(loop->b, now) > 0;
 		process_dirty(s, now);
 		if (now >= loop->next_tick_ms) {
 			uint64_t delay = broker_tick(loop->b, now);
@@ -1038,6 +1051,15 @@ server *server_create(broker_cfg *cfg, shimmy_log *log,
 	if (!s->loop.b) {
 		errno = ENOMEM;
 		goto out_err;
+	}
+	broker_set_fd_hook(s->loop.b, server_conn_attach_fds);
+	s->shm_h.kind = SRV_SHM;
+	if (broker_shm_fd(s->loop.b) >= 0) {
+		struct epoll_event sev = { .events = EPOLLIN,
+					   .data.ptr = &s->shm_h };
+		if (epoll_ctl(s->loop.epfd, EPOLL_CTL_ADD,
+			      broker_shm_fd(s->loop.b), &sev) < 0)
+			goto out_err;
 	}
 	return s;
 

@@ -660,8 +660,10 @@ shm_client *shm_client_open(shm_broker *sb, void *conn)
 	cl->conn = conn;
 	if (seg_new(sb, cl, &cl->bell, SHIMMY_SEG_BELL, SHIMMY_BELL_SIZE) < 0)
 		goto out_free;
+	/* Body first: argument evaluation order is unspecified. */
 	size_t blen;
-	if (!shimmy_bell_init(seg_body_len(&cl->bell, &blen), blen))
+	void *bmem = seg_body_len(&cl->bell, &blen);
+	if (!shimmy_bell_init(bmem, blen))
 		goto out_bell;
 	int bfd = dup_fd(cl->bell.fd);
 	if (bfd < 0)
@@ -684,12 +686,10 @@ shm_client *shm_client_open(shm_broker *sb, void *conn)
 			fds[0] = shimmy_seg_open_ro(&lg->seg);
 			fds[1] = dup_fd(a->slot.fd);
 			size_t slen;
-			shimmy_bell *bell =
-				shimmy_bell_at(seg_body_len(&cl->bell, &blen),
-					       blen);
-			shimmy_ring_writer_track(lg->w, a->idx,
-						 seg_body_len(&a->slot, &slen),
-						 slen, bell);
+			void *smem = seg_body_len(&a->slot, &slen);
+			shimmy_bell *bell = shimmy_bell_at(bmem, blen);
+			shimmy_ring_writer_track(lg->w, a->idx, smem, slen,
+						 bell);
 		}
 		if (a && fds[0] >= 0 && fds[1] >= 0) {
 			shimmy_ctl im = { .type = SHIMMY_CTL_LOG_ATTACH,
@@ -853,7 +853,8 @@ shm_broker *shm_broker_create(const shm_env *env, const shm_limits *lim,
 	if (rc < 0)
 		goto out_free;
 	size_t blen;
-	sb->b = shimmy_bell_init(shimmy_seg_body(&sb->bell, &blen), blen);
+	void *bmem = shimmy_seg_body(&sb->bell, &blen);
+	sb->b = shimmy_bell_init(bmem, blen);
 	if (!sb->b) {
 		rc = -EINVAL;
 		goto out_bell;

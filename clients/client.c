@@ -124,6 +124,9 @@ struct shimmy_client {
 	cshm *shm;
 	shimmy_fdq fdq;          /* fds received, not yet claimed */
 	bool shm_borrowed;       /* c->msg views a ring (pull mode) */
+	int64_t spin_env_us;     /* SHIMMY_SHM_SPIN_US, -1 when unset */
+	bool in_cb;              /* a callback runs on cb_thread */
+	pthread_t cb_thread;
 	uint8_t *pbuf;           /* property scratch: decoded views point here */
 	size_t pcap;
 	mqtt_props shm_props;
@@ -168,13 +171,20 @@ const char *shimmy_strerror(int err)
 
 /* ------------------------------------------------------------ wakeups */
 
-static void ev_update(shimmy_client *c)
+/*
+ * Keeps c->evfd readable while messages wait. Setting is eager; clearing
+ * (may_clear) happens only in pump_once(): a pull loop that borrows and
+ * releases message after message would otherwise pay a read() and a
+ * write() on the eventfd per message. A stale readable fd costs one
+ * spurious wake-up (process/try_recv then find nothing), never a lost one.
+ */
+static void ev_sync(shimmy_client *c, bool may_clear)
 {
 	bool want = (c->pq_n > 0 || (c->shm && !c->on_msg && cshm_has_data(c->shm))) &&
 		    !c->borrowed;
 	uint64_t v = 1;
 
-	if (want == c->ev_set)
+	if (want == c->ev_set || (!want && !may_clear))
 		return;
 	if (want) {
 		if (write(c->evfd, &v, sizeof(v)) < 0) { /* cannot overflow at 1 */ }
@@ -386,9 +396,12 @@ static void deliver_cb(shimmy_client *c, const mqtt_publish *p)
 
 	if (msg_fill(c, p))
 		return;
+	c->in_cb = true;
+	c->cb_thread = pthread_self();
 	pthread_mutex_unlock(&c->mu);
 	cb(c, &c->msg, ctx);
 	pthread_mutex_lock(&c->mu);
+	c->in_cb = false;
 }
 
 /* Fills c->msg from a message borrowed from a shm log. Its property
@@ -406,8 +419,12 @@ static int msg_fill_shm(shimmy_client *c, const cshm_msg *m)
 	c->msg.len = m->len;
 	c->msg.qos = m->qos;
 	c->msg.retain = m->retain;
+	if (m->props_len == 0) {
+		props_view(&c->msg.props, NULL); /* the common case: none */
+		return 0;
+	}
 	memset(&c->shm_props, 0, sizeof(c->shm_props));
-	if (m->props_len && m->props_len <= MQTT_VBI_MAX) {
+	if (m->props_len <= MQTT_VBI_MAX) {
 		size_t need = mqtt_vbi_size((uint32_t)m->props_len) + m->props_len;
 		if (need > c->pcap) {
 			uint8_t *p = realloc(c->pbuf, need);
@@ -441,9 +458,12 @@ static void shm_deliver(shimmy_client *c)
 		if (msg_fill_shm(c, &m) == 0) {
 			shimmy_on_message cb = c->on_msg;
 			void *ctx = c->on_msg_ctx;
+			c->in_cb = true;
+			c->cb_thread = pthread_self();
 			pthread_mutex_unlock(&c->mu);
 			cb(c, &c->msg, ctx);
 			pthread_mutex_lock(&c->mu);
+			c->in_cb = false;
 		}
 		if (c->shm)
 			cshm_release(c->shm);
@@ -611,9 +631,12 @@ static void notify_conn(shimmy_client *c)
 	c->conn_event = 1;
 	if (!cb)
 		return;
+	c->in_cb = true;
+	c->cb_thread = pthread_self();
 	pthread_mutex_unlock(&c->mu);
 	cb(c, st, ctx);
 	pthread_mutex_lock(&c->mu);
+	c->in_cb = false;
 }
 
 /*
@@ -625,13 +648,15 @@ static void notify_conn(shimmy_client *c)
 static void pump_once(shimmy_client *c, int wait_ms)
 {
 	struct pollfd pfd[3];
-	int n = 0, t = timeout_ms_locked(c);
+	int n = 0, t = timeout_ms_locked(c), shm_i = -1;
 
 	if (t < 0 || (wait_ms >= 0 && wait_ms < t))
 		t = wait_ms;
 	if (c->shm) {
+		shm_i = n;
 		pfd[n].fd = cshm_efd(c->shm);
 		pfd[n].events = POLLIN;
+		pfd[n].revents = 0;
 		n++;
 		/* Armed, writers ring the bell and the bridge makes the
 		 * eventfd readable; data already there means no sleep. */
@@ -659,10 +684,15 @@ static void pump_once(shimmy_client *c, int wait_ms)
 		}
 	}
 	if (c->shm) {
-		cshm_clear(c->shm);
-		/* A caller's loop sleeps outside pump_once: the bell stays
-		 * armed for it (shimmy_client_fd()). The library thread and
-		 * blocking calls re-arm on their next round. */
+		/* Disarmed while awake: writers then skip the futex wake (a
+		 * syscall per message). A caller's loop, which sleeps outside
+		 * pump_once, is re-armed at the end of shimmy_client_process. */
+		cshm_disarm(c->shm);
+		/* Read the eventfd only when it fired, or for a caller's
+		 * loop (wait_ms 0), whose epoll would otherwise spin on it. */
+		if (wait_ms == 0 ||
+		    (t != 0 && shm_i >= 0 && (pfd[shm_i].revents & POLLIN)))
+			cshm_clear(c->shm);
 	}
 	if (c->fd >= 0)
 		read_input(c);
@@ -672,7 +702,7 @@ static void pump_once(shimmy_client *c, int wait_ms)
 	flush_out(c);
 	notify_conn(c);
 	ep_update_out(c);
-	ev_update(c);
+	ev_sync(c, true);
 	pthread_cond_broadcast(&c->cv);
 }
 
@@ -799,6 +829,10 @@ shimmy_client *shimmy_client_create(const char *uri_s, const shimmy_opts *opts, 
 		goto out_fds;
 	}
 	shimmy_fdq_init(&c->fdq);
+	{
+		const char *spin = getenv("SHIMMY_SHM_SPIN_US");
+		c->spin_env_us = spin ? strtoll(spin, NULL, 10) : -1;
+	}
 	if (cfg.offer_shm) {
 		struct epoll_event se = { .events = EPOLLIN };
 		c->shm = cshm_create();
@@ -867,11 +901,18 @@ void shimmy_client_destroy(shimmy_client *c)
 
 static bool pred_connected(shimmy_client *c, void *arg)
 {
-	/* With shm negotiated, also wait for the doorbell (it follows the
-	 * CONNACK at once), so the first publish can take the fast path. */
-	return c->s.state == SESS_CONNECTED &&
-	       (!c->shm_active || cshm_ready_session(c->shm));
+	return c->s.state == SESS_CONNECTED;
 }
+
+static bool pred_shm_ready(shimmy_client *c, void *arg)
+{
+	return c->s.state != SESS_CONNECTED || !c->shm_active ||
+	       cshm_ready_session(c->shm);
+}
+
+/* Most a connect waits for the doorbell after an shm CONNACK; without it
+ * the client works, publishing over MQTT until it comes. */
+#define SHM_SETUP_WAIT_MS 2000
 
 int shimmy_client_connect(shimmy_client *c, int timeout_ms)
 {
@@ -894,6 +935,12 @@ int shimmy_client_connect(shimmy_client *c, int timeout_ms)
 		unsigned fl = c->o.flags;
 		c->o.flags &= ~(unsigned)SHIMMY_OPT_RECONNECT;
 		rc = wait_until(c, pred_connected, NULL, deadline, true);
+		/* The doorbell follows the CONNACK at once: wait for it so the
+		 * first publish can take the fast path. */
+		if (rc == 0 && c->shm_active) {
+			uint64_t d2 = now_ms() + SHM_SETUP_WAIT_MS;
+			wait_until(c, pred_shm_ready, NULL, d2 < deadline ? d2 : deadline, true);
+		}
 		c->o.flags = fl;
 		c->reconnect_at = 0;
 	}
@@ -1019,6 +1066,11 @@ static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flag
 		if (rc != 0)
 			return 0;
 		after_queue(c);
+		/* Inside a callback the caller is the pumping thread: nobody
+		 * would read the answer while it waits. This message goes over
+		 * MQTT; the next ones use the log once it is granted. */
+		if (c->in_cb && pthread_equal(c->cb_thread, pthread_self()))
+			return 0;
 		wait_until(c, pred_log_answered, (void *)topic, deadline_of(c, -1), true);
 		st = cshm_log_state(c->shm, topic, tlen);
 	}
@@ -1311,7 +1363,7 @@ static int pop_msg(shimmy_client *c, shimmy_msg **out)
 			continue;
 		c->borrowed = true;
 		*out = &c->msg;
-		ev_update(c);
+		ev_sync(c, false);
 		return 0;
 	}
 	if (c->shm) {
@@ -1326,7 +1378,7 @@ static int pop_msg(shimmy_client *c, shimmy_msg **out)
 			c->borrowed = true;
 			c->shm_borrowed = true;
 			*out = &c->msg;
-			ev_update(c);
+			ev_sync(c, false);
 			return 0;
 		}
 	}
@@ -1345,8 +1397,7 @@ static void shm_spin(shimmy_client *c)
 {
 	if (!c->shm || c->pq_n || !cshm_readers(c->shm))
 		return;
-	const char *e = getenv("SHIMMY_SHM_SPIN_US");
-	int64_t us = e ? strtoll(e, NULL, 10) : cshm_spin_us(c->shm);
+	int64_t us = c->spin_env_us >= 0 ? c->spin_env_us : cshm_spin_us(c->shm);
 	if (us <= 0)
 		return;
 	struct timespec t0, t1;
@@ -1424,7 +1475,7 @@ void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg)
 		c->shm_borrowed = false;
 	}
 	c->borrowed = false;
-	ev_update(c);
+	ev_sync(c, false);
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -1448,6 +1499,10 @@ int shimmy_client_process(shimmy_client *c)
 		c->pumping = true;
 		pump_once(c, 0);
 		c->pumping = false;
+		/* The caller sleeps on shimmy_client_fd() next: ring for it, and
+		 * make the fd readable now if a log already has data. */
+		if (c->shm && cshm_arm(c->shm) && (c->on_msg || !c->borrowed))
+			cshm_kick(c->shm);
 		if (c->fd < 0 && !c->reconnect_at && c->want_conn)
 			rc = c->conn_err ? c->conn_err : SHIMMY_ERR_CONN_LOST;
 	}

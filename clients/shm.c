@@ -260,7 +260,8 @@ static int on_bell(cshm *s, const shimmy_ctl *m, int *fds)
 		return rc;
 	}
 	size_t len;
-	s->b = shimmy_bell_at(shimmy_seg_body(&s->bell, &len), len);
+	void *mem = shimmy_seg_body(&s->bell, &len); /* before len is read */
+	s->b = shimmy_bell_at(mem, len);
 	if (!s->b) {
 		shimmy_seg_unmap(&s->bell);
 		return MQTT_ERR_MALFORMED;
@@ -376,7 +377,8 @@ static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
 	}
 	size_t sl, bl;
 	void *sm = shimmy_seg_body(&t->slot, &sl);
-	shimmy_bell *bell = shimmy_bell_at(shimmy_seg_body(&t->bell, &bl), bl);
+	void *bm = shimmy_seg_body(&t->bell, &bl);
+	shimmy_bell *bell = shimmy_bell_at(bm, bl);
 	t->used = true;
 	shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
 	return 0;
@@ -666,6 +668,12 @@ void cshm_disarm(cshm *s)
 	if (s->b)
 		shimmy_bell_disarm(s->b);
 	s->armed = false;
+}
+
+void cshm_kick(cshm *s)
+{
+	uint64_t one = 1;
+	if (s && write(s->efd, &one, sizeof(one)) < 0) { /* counter full: readable */ }
 }
 
 void cshm_clear(cshm *s)

@@ -115,8 +115,9 @@ int cshm_wait(cshm *s, int64_t spin_ns, int64_t timeout_ns);
  * makes the eventfd readable); returns 1 if data is already there. */
 int cshm_arm(cshm *s);
 void cshm_disarm(cshm *s);
-/* Clears the eventfd. */
+/* Clears the eventfd / makes it readable. */
 void cshm_clear(cshm *s);
+void cshm_kick(cshm *s);
 
 /* Messages lost to lapping, cumulative. */
 uint64_t cshm_lost(const cshm *s);

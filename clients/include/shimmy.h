@@ -5,8 +5,25 @@
  * (tls:// is reserved and reports SHIMMY_ERR_UNSUPPORTED). Over unix:// it
  * offers Shimmy's shared-memory extension (MQTT 5 User Property
  * "shimmy" = "shm/1" in CONNECT) and records whether the broker accepted it
- * (shimmy_client_shm_active()). In this version every message still flows
- * over MQTT; the shm data path plugs in behind the same calls.
+ * (shimmy_client_shm_active()). Once negotiated, the same calls take the
+ * shared-memory path (docs/shm-protocol.md):
+ *  - QoS 0, non-retained publishes (copying and loans) go into a log the
+ *    broker grants per topic, asked for on the first publish to that topic
+ *    (one round trip); QoS 1/2, retained messages and records too large
+ *    for the log go over MQTT. A loan on a topic with a log points into
+ *    the ring itself (zero copy).
+ *  - Received messages come from the logs of the publishers the
+ *    subscriptions match and from the client's inbound log (what the
+ *    broker delivers: TCP publishers, retained messages, wills); the
+ *    message views point into the ring until released. Lapped messages
+ *    count in SHIMMY_STAT_LOST_MSGS.
+ *  - Blocking receives spin for the broker's shimmy_shm_spin_us
+ *    (SHIMMY_SHM_SPIN_US overrides) before sleeping; shimmy_client_fd()
+ *    also becomes readable through a doorbell-forwarding thread.
+ *  - After a broker loss the mappings are kept and drained; with
+ *    SHIMMY_OPT_RECONNECT the extension is renegotiated.
+ *  SHIMMY_SHM_LOG_CLASS=0..3 picks the size class of the logs a publisher
+ *  asks for (64 KiB, 1 MiB (default), 16 MiB, 128 MiB).
  *
  * Handles are opaque; nothing here exposes a struct layout.
  *

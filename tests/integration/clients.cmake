@@ -8,7 +8,9 @@ endif()
 add_executable(test_clients_api ${CMAKE_SOURCE_DIR}/clients/tests/test_clients_api.c)
 target_link_libraries(test_clients_api PRIVATE shimmy_client)
 
-function(shimmy_clients_it prefix broker labels)
+# expect_shm: the broker negotiates the shm extension (shimmyd does,
+# mosquitto does not); test_clients_api checks either outcome.
+function(shimmy_clients_it prefix broker labels expect_shm)
   add_test(NAME ${prefix}.clients_api
            COMMAND ${SHIMMY_IT_PYTHON} ${_it_harness} run --broker ${broker} --unix
                    -- $<TARGET_FILE:test_clients_api> {uri} {unix})
@@ -22,12 +24,15 @@ function(shimmy_clients_it prefix broker labels)
   set_tests_properties(${names} PROPERTIES
     LABELS "${labels}" TIMEOUT 180 SKIP_RETURN_CODE 77
     ENVIRONMENT "PYTHONDONTWRITEBYTECODE=1")
+  if(expect_shm)
+    set_property(TEST ${names} APPEND PROPERTY ENVIRONMENT "SHIMMY_EXPECT_SHM=1")
+  endif()
 endfunction()
 
 if(TARGET shimmyd)
-  shimmy_clients_it(integration $<TARGET_FILE:shimmyd> integration)
+  shimmy_clients_it(integration $<TARGET_FILE:shimmyd> integration ON)
 endif()
 if(SHIMMY_IT_MOSQUITTO)
   # The client is validated against the reference broker in every build.
-  shimmy_clients_it(integration.mosquitto ${SHIMMY_IT_MOSQUITTO} "integration;reference")
+  shimmy_clients_it(integration.mosquitto ${SHIMMY_IT_MOSQUITTO} "integration;reference" OFF)
 endif()

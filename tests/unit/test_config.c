@@ -193,6 +193,29 @@ static void test_valid_file(void **state)
 
 /* Each invalid line must fail and name file:line (line 2: line 1 is a
  * valid key, so the line count is checked). */
+/* The shared-memory keys (docs/shm-protocol.md). */
+static void test_shm_keys(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(parse_text(f, "listener 1883\n"), 0);
+	assert_true(f->cfg.shm_enabled);
+	assert_int_equal(f->cfg.shm_spin_us, 50);
+	assert_int_equal(f->cfg.shm_reader_timeout_ms, 5000);
+	assert_true(f->cfg.shm_max_bytes == (uint64_t)256 << 20);
+	assert_int_equal(parse_text(f, "listener 1883\nshimmy_shm false\n"
+				       "shimmy_shm_spin_us 0\n"
+				       "shimmy_shm_reader_timeout 250\n"
+				       "shimmy_shm_max_bytes 8388608\n"), 0);
+	assert_false(f->cfg.shm_enabled);
+	assert_int_equal(f->cfg.shm_spin_us, 0);
+	assert_int_equal(f->cfg.shm_reader_timeout_ms, 250);
+	assert_true(f->cfg.shm_max_bytes == 8388608);
+	assert_true(parse_text(f, "shimmy_shm maybe\n") < 0);
+	assert_true(parse_text(f, "shimmy_shm_reader_timeout 0\n") < 0);
+	assert_true(parse_text(f, "shimmy_shm_spin_us 2000000\n") < 0);
+	assert_true(parse_text(f, "shimmy_shm_max_bytes 100\n") < 0);
+}
+
 static void test_invalid_values(void **state)
 {
 	fixture *f = *state;
@@ -466,6 +489,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_defaults_and_default_listeners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_valid_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_values, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_shm_keys, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_domain_needs_tcp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_many_listeners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_key_warns, setup, teardown),

@@ -183,8 +183,8 @@ static void test_pub_sub_route_close(void **state)
 	assert_int_equal(shimmy_ring_writer_create(&w, wm, wl), 0);
 	assert_int_equal(shimmy_ring_publish(w, NULL, 0, "hello", 5, 0, 0, 0), 0);
 	shimmy_ring_reader *r;
-	assert_int_equal(shimmy_ring_reader_create(&r, shimmy_seg_body(&rlog, &rl), rl,
-						   shimmy_seg_body(&slot, &sl), sl,
+	void *rlm = shimmy_seg_body(&rlog, &rl), *slm = shimmy_seg_body(&slot, &sl);
+	assert_int_equal(shimmy_ring_reader_create(&r, rlm, rl, slm, sl,
 						   idx, gen, SHIMMY_RING_FROM_HEAD), 0);
 	shimmy_ring_msg msg;
 	char rx[256];
@@ -203,8 +203,8 @@ static void test_pub_sub_route_close(void **state)
 	assert_int_equal(shimmy_seg_map(&ilog, in_fds[0], SHIMMY_SEG_LOG, SHIMMY_SEG_RDONLY), 0);
 	assert_int_equal(shimmy_seg_map(&islot, in_fds[1], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDWR), 0);
 	shimmy_ring_reader *ir;
-	assert_int_equal(shimmy_ring_reader_create(&ir, shimmy_seg_body(&ilog, &rl), rl,
-						   shimmy_seg_body(&islot, &sl), sl,
+	void *ilm = shimmy_seg_body(&ilog, &rl), *islm = shimmy_seg_body(&islot, &sl);
+	assert_int_equal(shimmy_ring_reader_create(&ir, ilm, rl, islm, sl,
 						   in_idx, in_gen, SHIMMY_RING_FROM_HEAD), 0);
 	assert_int_equal(shimmy_ring_receive(ir, &msg, rx, sizeof(rx)), 1);
 	assert_int_equal(msg.props_len, 5);
