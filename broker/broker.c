@@ -7,13 +7,17 @@
  * connection is attached to at most one session and a session to at most
  * one connection (s->conn / c->s). Messages are refcounted broker_msg
  * shared by all their deliveries; per-connection output is one byte buffer
- * that packets are encoded into directly.
+ * that packets are encoded into directly, except that payloads of at least
+ * BROKER_OUT_REF_MIN bytes are not copied: the buffer holds their headers
+ * and a ring of out_refs splices the message's payload in (writev). A
+ * route cache replays subscription matches for repeated topics.
  * Thread model: loop thread only.
  */
 #include "broker/broker.h"
 
 #include <errno.h>
 #include <math.h>
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +57,11 @@
  * client's Topic Alias Maximum caps it further). First come, first
  * served: once they are all taken, other topics go out in full. */
 #define BROKER_OUT_ALIAS_MAX 64
+/* Longest peer string kept (longer ones are truncated). */
+#define BROKER_PEER_MAX 63
+/* Payloads at least this large go out by reference to the message (a
+ * writev segment) instead of being copied into the output buffer. */
+#define BROKER_OUT_REF_MIN 2048
 /* Response Information prefix (CONNACK, on Request Response Information
  * = 1): the client may use "response/<client id>/..." as its response
  * topics. A convention only; ACLs decide what may really be used. */
@@ -68,55 +77,114 @@ typedef enum conn_state {
 	CONN_CLOSING,  /* WANT_CLOSE set; input ignored */
 } conn_state;
 
-struct broker_conn {
-	broker *b;
-	broker_transport transport;
-	char peer[64];
-	void *io;
-	conn_state state;
-	unsigned flags;
+/* Outbound topic aliases [MQTT-3.3.2-10 ff], allocated on first use:
+ * topics[1..count] own the topics, map maps topic -> alias (uintptr_t). */
+typedef struct conn_out_alias {
+	uint16_t count;
+	char **topics;  /* out_alias_max + 1 entries */
+	strmap map;
+} conn_out_alias;
 
-	broker_conn *prev, *next;   /* b->conns */
-	broker_conn *dprev, *dnext; /* b->dirty, while in_dirty */
-	bool in_dirty;
+/* Enhanced authentication state (CONN_AUTH; method kept for CONNACK),
+ * allocated only for clients that use it. */
+/* A large payload sent by reference: m's payload bytes [off, len) go out
+ * after the inline output byte at position pos (of out[]). */
+typedef struct out_ref {
+	size_t pos;
+	broker_msg *m;   /* owned reference */
+	uint32_t off;    /* payload bytes already written */
+} out_ref;
 
-	session *s;             /* NULL before CONNECT and after takeover */
-	char *id;               /* client id for logs, owned */
-	mqtt_version version;
-	uint16_t keep_alive;    /* seconds in force; 0 = none */
-	uint64_t last_rx_ms;
-	uint16_t client_recv_max;    /* client's Receive Maximum (v5) */
-	uint32_t client_max_packet;  /* client's Maximum Packet Size; 0 = none */
-	uint32_t connect_expiry_s;   /* Session Expiry from CONNECT */
-	bool will_on_close;     /* send the will when the transport goes */
-	bool id_assigned;       /* id chosen by us (Assigned Client Id) */
-	uint64_t linger_until_ms; /* CLOSING without WANT_CLOSE until then */
-	bool close_logged;
-	shm_client *shm;        /* shm/1 negotiated (broker/shm.h) */
-	bool problem_info;      /* v5 Request Problem Information (default 1) */
+/* The ring of a connection's pending payload references, allocated on the
+ * first large PUBLISH and released by the idle scan. Invariant: ent[] in
+ * output order, positions non-decreasing, every pos >= out_off. */
+typedef struct out_refs {
+	uint32_t head, count, cap;
+	size_t bytes;    /* payload bytes pending in the ring */
+	out_ref ent[];
+} out_refs;
 
-	/* Outbound topic aliases [MQTT-3.3.2-10 ff]: out_aliases[1..n] own
-	 * the topics, out_alias_map maps topic -> alias (as uintptr_t). */
-	uint16_t out_alias_max;      /* min(client's maximum, ours) */
-	uint16_t out_alias_count;
-	char **out_aliases;
-	strmap out_alias_map;
-
-	/* Enhanced authentication (CONN_AUTH; method kept for CONNACK). */
+typedef struct conn_auth {
 	const authn_method *am;
 	void *am_state;
 	bool am_started;
 	uint8_t *pending_connect;   /* copy of the CONNECT, re-decoded */
 	size_t pending_len;
-	const uint8_t *cur_raw;     /* bytes of the packet being handled */
+} conn_auth;
+
+/*
+ * Laid out for size: an idle connection costs this struct plus its peer
+ * string, and nothing else (rarely used state hangs off lazily allocated
+ * pointers).
+ */
+struct broker_conn {
+	broker *b;
+	void *io;
+	broker_conn *prev, *next;   /* b->conns */
+	broker_conn *dprev, *dnext; /* b->dirty, while in_dirty */
+	session *s;             /* NULL before CONNECT and after takeover */
+	/* Client id for logs, owned, while no session is attached; with a
+	 * session, conn_id() reads the session's copy (stored once). */
+	char *id;
+	uint64_t last_rx_ms;
+	uint64_t linger_until_ms; /* CLOSING without WANT_CLOSE until then */
+	shm_client *shm;        /* shm/1 negotiated (broker/shm.h) */
+	conn_out_alias *oa;     /* NULL until the first outbound alias */
+	conn_auth *auth;        /* NULL unless enhanced authentication */
+	char **aliases;         /* inbound, index = alias; NULL until used */
+	const uint8_t *cur_raw; /* bytes of the packet being handled */
 	size_t cur_raw_len;
 
-	/* Output: bytes [out_off, out_len) are pending. */
+	/* Output: inline bytes [out_off, out_len) are pending, with the
+	 * payload references of refs spliced in at their positions. */
 	uint8_t *out;
 	size_t out_off, out_len, out_cap;
+	out_refs *refs;         /* NULL until the first large PUBLISH */
 
-	char *aliases[BROKER_TOPIC_ALIAS_MAX + 1]; /* inbound, index = alias */
+	broker_transport transport;
+	conn_state state;
+	unsigned flags;
+	mqtt_version version;
+	uint32_t client_max_packet;  /* client's Maximum Packet Size; 0 = none */
+	uint32_t connect_expiry_s;   /* Session Expiry from CONNECT */
+	uint16_t keep_alive;    /* seconds in force; 0 = none */
+	uint16_t client_recv_max;    /* client's Receive Maximum (v5) */
+	uint16_t out_alias_max;      /* min(client's maximum, ours) */
+	bool in_dirty;
+	bool will_on_close;     /* send the will when the transport goes */
+	bool id_assigned;       /* id chosen by us (Assigned Client Id) */
+	bool close_logged;
+	bool problem_info;      /* v5 Request Problem Information (default 1) */
+	char peer[];            /* NUL-terminated, at most BROKER_PEER_MAX */
 };
+
+/*
+ * Route cache: the subtree_match() result of recently routed topics, so
+ * that a stream on one topic skips the tree walk (its per-level hash
+ * lookups dominate the small-message path). Direct mapped by topic hash.
+ * A slot is valid while subtree_gen() equals its gen (any subscribe,
+ * unsubscribe or session end changes it; sessions leave the tree before
+ * they are freed). Results with a shared group are not cached: their
+ * member choice rotates per message. Everything decided per delivery (No
+ * Local, ACL, the shm path, online state, QoS) is still decided per
+ * delivery: the cache only replays the match callbacks.
+ */
+#define ROUTE_CACHE_SLOTS 64    /* power of two */
+#define ROUTE_CACHE_MAX_SUBS 1024 /* larger results are not cached */
+
+typedef struct route_ent {
+	void *owner;
+	uint32_t sub_id;
+	uint8_t options;
+} route_ent;
+
+typedef struct route_slot {
+	uint64_t gen;      /* subtree_gen() when recorded; 0 = empty */
+	char *topic;       /* owned, topic_len bytes */
+	uint32_t topic_len, topic_cap;
+	route_ent *ents;
+	uint32_t count, cap;
+} route_slot;
 
 /* One subscriber of the message being routed. */
 typedef struct route_hit {
@@ -165,6 +233,7 @@ struct broker {
 	broker_auth_fn auth_fn;
 	void *auth_ctx;
 	const acl *acl; /* NULL: no access control */
+	msg_pool msgs;  /* every broker_msg of this broker comes from here */
 
 	/* Shared-memory fast path; NULL when off. */
 	shm_broker *shm;
@@ -179,6 +248,13 @@ struct broker {
 	route_hit *hits;
 	uint32_t hit_count, hit_cap;
 	bool route_oom;
+	route_slot *rec;          /* slot being recorded by route(), or NULL */
+	route_slot rcache[ROUTE_CACHE_SLOTS];
+
+	/* broker_conn_input_owned(): the input block handle_publish() may
+	 * adopt (set to NULL when it does), and its length. */
+	uint8_t *adopt_buf;
+	size_t adopt_len;
 
 	/* SUBACK/UNSUBACK scratch. */
 	uint8_t *scratch;
@@ -200,7 +276,22 @@ static bool session_online(const void *owner, void *ctx)
 
 static const char *conn_id(const broker_conn *c)
 {
+	if (c->s)
+		return c->s->client_id;
 	return c->id ? c->id : "<unknown>";
+}
+
+/* c loses its session but lives on (takeover, session end): it keeps its
+ * own copy of the id for logs (none on OOM: "<unknown>"). */
+static void conn_detach(broker_conn *c)
+{
+	if (c->s && !c->id) {
+		size_t n = (size_t)c->s->client_id_len + 1;
+		c->id = malloc(n);
+		if (c->id)
+			memcpy(c->id, c->s->client_id, n);
+	}
+	c->s = NULL;
 }
 
 static uint64_t broker_rand(broker *b)
@@ -260,6 +351,54 @@ static void out_release(broker_conn *c)
 	c->out_cap = 0;
 }
 
+static out_ref *out_ref_at(const out_refs *r, uint32_t i)
+{
+	return (out_ref *)&r->ent[(r->head + i) & (r->cap - 1)];
+}
+
+/* The first pending reference, or NULL. */
+static out_ref *out_ref_first(const broker_conn *c)
+{
+	return c->refs && c->refs->count ? out_ref_at(c->refs, 0) : NULL;
+}
+
+/* Queues m's payload to go out after the inline bytes written so far.
+ * Takes a new reference on m. Returns 0 or MQTT_ERR_NOMEM. */
+static int out_ref_push(broker_conn *c, broker_msg *m)
+{
+	out_refs *r = c->refs;
+	if (!r || r->count == r->cap) {
+		uint32_t ncap = r ? r->cap * 2 : 8;
+		out_refs *nr = malloc(sizeof(*nr) + ncap * sizeof(out_ref));
+		if (!nr)
+			return MQTT_ERR_NOMEM;
+		nr->head = 0;
+		nr->count = r ? r->count : 0;
+		nr->cap = ncap;
+		nr->bytes = r ? r->bytes : 0;
+		for (uint32_t i = 0; i < nr->count; i++)
+			nr->ent[i] = *out_ref_at(r, i);
+		free(r);
+		c->refs = r = nr;
+	}
+	*out_ref_at(r, r->count) = (out_ref){ c->out_len, msg_ref(m), 0 };
+	r->count++;
+	r->bytes += m->payload_len;
+	return 0;
+}
+
+/* Drops every pending reference and the ring. */
+static void out_refs_free(broker_conn *c)
+{
+	out_refs *r = c->refs;
+	if (!r)
+		return;
+	for (uint32_t i = 0; i < r->count; i++)
+		msg_unref(out_ref_at(r, i)->m);
+	free(r);
+	c->refs = NULL;
+}
+
 static uint8_t *out_reserve(broker_conn *c, size_t n)
 {
 	if (c->out_cap - c->out_len >= n)
@@ -267,6 +406,8 @@ static uint8_t *out_reserve(broker_conn *c, size_t n)
 	if (c->out_off) {
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
 		c->out_len -= c->out_off;
+		for (uint32_t i = 0; c->refs && i < c->refs->count; i++)
+			out_ref_at(c->refs, i)->pos -= c->out_off;
 		c->out_off = 0;
 		if (c->out_cap - c->out_len >= n)
 			return c->out + c->out_len;
@@ -295,7 +436,7 @@ static void out_oom(broker_conn *c)
 
 static size_t out_pending(const broker_conn *c)
 {
-	return c->out_len - c->out_off;
+	return c->out_len - c->out_off + (c->refs ? c->refs->bytes : 0);
 }
 
 /* The property block of pkt that may carry a Reason String, or NULL. */
@@ -467,34 +608,56 @@ static uint8_t *put_u16(uint8_t *p, uint16_t v)
  * MQTT_ERR_NOMEM (nothing registered). */
 static int out_alias_add(broker_conn *c, const char *topic, uint16_t len)
 {
-	if (!c->out_aliases) {
-		c->out_aliases = calloc((size_t)c->out_alias_max + 1,
-					sizeof(*c->out_aliases));
-		if (!c->out_aliases)
+	if (!c->oa) {
+		conn_out_alias *oa = calloc(1, sizeof(*oa));
+		if (!oa)
 			return MQTT_ERR_NOMEM;
+		oa->topics = calloc((size_t)c->out_alias_max + 1,
+				    sizeof(*oa->topics));
+		if (!oa->topics) {
+			free(oa);
+			return MQTT_ERR_NOMEM;
+		}
+		strmap_init(&oa->map);
+		c->oa = oa;
 	}
+	conn_out_alias *oa = c->oa;
 	char *t = malloc((size_t)len + 1);
 	if (!t)
 		return MQTT_ERR_NOMEM;
 	memcpy(t, topic, len);
 	t[len] = '\0';
-	uint16_t a = (uint16_t)(c->out_alias_count + 1);
-	if (strmap_put(&c->out_alias_map, t, len, (void *)(uintptr_t)a)) {
+	uint16_t a = (uint16_t)(oa->count + 1);
+	if (strmap_put(&oa->map, t, len, (void *)(uintptr_t)a)) {
 		free(t);
 		return MQTT_ERR_NOMEM;
 	}
-	c->out_aliases[a] = t;
-	c->out_alias_count = a;
+	oa->topics[a] = t;
+	oa->count = a;
 	return 0;
 }
 
 static void out_alias_undo(broker_conn *c)
 {
-	uint16_t a = c->out_alias_count--;
-	char *t = c->out_aliases[a];
-	strmap_del(&c->out_alias_map, t, strlen(t));
+	conn_out_alias *oa = c->oa;
+	uint16_t a = oa->count--;
+	char *t = oa->topics[a];
+	strmap_del(&oa->map, t, strlen(t));
 	free(t);
-	c->out_aliases[a] = NULL;
+	oa->topics[a] = NULL;
+}
+
+static void out_alias_free(broker_conn *c)
+{
+	conn_out_alias *oa = c->oa;
+	if (!oa)
+		return;
+	for (uint32_t i = 1; i <= oa->count; i++)
+		free(oa->topics[i]);
+	free(oa->topics);
+	strmap_fini(&oa->map);
+	free(oa);
+	c->oa = NULL;
 }
 
 /*
@@ -534,13 +697,15 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 		for (uint32_t i = 0; i < nids; i++)
 			plen += 1 + mqtt_vbi_size(ids[i]);
 		if (c->out_alias_max && m->topic_len) {
-			void *v = strmap_get(&c->out_alias_map, m->topic,
-					     m->topic_len);
+			void *v = c->oa ? strmap_get(&c->oa->map, m->topic,
+						     m->topic_len)
+					: NULL;
+			uint16_t count = c->oa ? c->oa->count : 0;
 			if (v) {
 				alias = (uint16_t)(uintptr_t)v;
-			} else if (c->out_alias_count < c->out_alias_max &&
+			} else if (count < c->out_alias_max &&
 				   out_alias_add(c, m->topic, m->topic_len) == 0) {
-				alias = c->out_alias_count;
+				alias = c->oa->count;
 				alias_new = true;
 			}
 			if (alias)
@@ -565,7 +730,10 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 			  m->topic, conn_id(c));
 		return 1;
 	}
-	uint8_t *p = out_reserve(c, (size_t)total);
+	/* A large payload is not copied: the output gets a reference. */
+	bool by_ref = m->payload_len >= BROKER_OUT_REF_MIN;
+	size_t copy_len = (size_t)total - (by_ref ? m->payload_len : 0);
+	uint8_t *p = out_reserve(c, copy_len);
 	if (!p) {
 		if (alias_new)
 			out_alias_undo(c);
@@ -601,8 +769,18 @@ static int send_publish(broker_conn *c, broker_msg *m, uint8_t qos,
 		memcpy(p, m->props, m->props_len);
 		p += m->props_len;
 	}
-	memcpy(p, m->payload, m->payload_len);
-	c->out_len += (size_t)total;
+	c->out_len += copy_len;
+	if (by_ref) {
+		if (out_ref_push(c, m)) {
+			c->out_len -= copy_len;
+			if (alias_new)
+				out_alias_undo(c);
+			out_oom(c);
+			return MQTT_ERR_NOMEM;
+		}
+	} else {
+		memcpy(p, m->payload, m->payload_len);
+	}
 	c->b->msgs_sent++;
 	c->b->pub_sent++;
 	mark_dirty(c);
@@ -773,6 +951,77 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 		(route_hit){ s, qos, retain, (flags & SUBTREE_SHARED) != 0 };
 }
 
+/* subtree_cb while recording a route cache slot: records, then routes. */
+static void route_rec_cb(void *owner, uint8_t options, uint32_t sub_id,
+			 unsigned flags, void *ctx)
+{
+	broker *b = ctx;
+	route_slot *r = b->rec;
+	if (r && (flags & SUBTREE_SHARED)) {
+		b->rec = NULL; /* not cacheable */
+	} else if (r && r->count == r->cap) {
+		uint32_t ncap = r->cap ? r->cap * 2 : 4;
+		route_ent *ne = ncap <= ROUTE_CACHE_MAX_SUBS
+					? realloc(r->ents, ncap * sizeof(*ne))
+					: NULL;
+		if (ne) {
+			r->ents = ne;
+			r->cap = ncap;
+		} else {
+			b->rec = NULL;
+		}
+	}
+	if (b->rec)
+		r->ents[r->count++] = (route_ent){ owner, sub_id, options };
+	route_cb(owner, options, sub_id, flags, ctx);
+}
+
+static uint32_t route_hash(const char *s, uint32_t len)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+	for (uint32_t i = 0; i < len; i++) {
+		h ^= (uint8_t)s[i];
+		h *= 16777619u;
+	}
+	return h;
+}
+
+/* Calls route_cb for every subscription matching topic: replayed from the
+ * route cache, or from the tree (and recorded). Returns the number of
+ * calls or a negative error, as subtree_match(). */
+static int route_match(broker *b, mqtt_str topic)
+{
+	uint64_t gen = subtree_gen(b->subs);
+	route_slot *r = &b->rcache[route_hash(topic.ptr, topic.len) &
+				   (ROUTE_CACHE_SLOTS - 1)];
+	if (r->gen == gen && r->topic_len == topic.len &&
+	    (topic.len == 0 || memcmp(r->topic, topic.ptr, topic.len) == 0)) {
+		for (uint32_t i = 0; i < r->count; i++)
+			route_cb(r->ents[i].owner, r->ents[i].options,
+				 r->ents[i].sub_id, 0, b);
+		return (int)r->count;
+	}
+	r->gen = 0;
+	r->count = 0;
+	if (r->topic_cap < topic.len) {
+		char *nt = realloc(r->topic, topic.len);
+		if (!nt)
+			return subtree_match(b->subs, topic, route_cb, b);
+		r->topic = nt;
+		r->topic_cap = topic.len;
+	}
+	b->rec = r;
+	int rc = subtree_match(b->subs, topic, route_rec_cb, b);
+	if (rc >= 0 && b->rec) {
+		if (topic.len)
+			memcpy(r->topic, topic.ptr, topic.len);
+		r->topic_len = topic.len;
+		r->gen = gen;
+	}
+	b->rec = NULL;
+	return rc;
+}
+
 /* Fans m out to its subscribers. *matched (may be NULL) gets the count. */
 static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched)
 {
@@ -781,7 +1030,7 @@ static void route(broker *b, broker_msg *m, uint64_t now_ms, int *matched)
 	b->route_gen++;
 	b->hit_count = 0;
 	b->route_oom = false;
-	int rc = subtree_match(b->subs, topic, route_cb, b);
+	int rc = route_match(b, topic);
 	if (rc < 0 || b->route_oom)
 		log_write(b->log, LOG_ERR,
 			  "Out of memory routing a message on %s.", m->topic);
@@ -926,7 +1175,7 @@ static void session_end(broker *b, session *s, uint64_t now_ms)
 	if (s->next)
 		s->next->prev = s->prev;
 	if (s->conn) {
-		((broker_conn *)s->conn)->s = NULL;
+		conn_detach(s->conn);
 		b->clients_connected--;
 	}
 	session_destroy(s);
@@ -1065,7 +1314,7 @@ static void shm_env_route(void *from, const char *topic, size_t len,
 		}
 	}
 	uint8_t qos = rm->flags & SHIMMY_MSG_QOS_MASK;
-	broker_msg *m = msg_create((mqtt_str){ topic, (uint32_t)len },
+	broker_msg *m = msg_create(&b->msgs, (mqtt_str){ topic, (uint32_t)len },
 				   (mqtt_bytes){ rm->payload, rm->payload_len },
 				   props, qos > 2 ? 0 : qos, false, 0,
 				   fc && fc->s ? fc->s->uid : 0);
@@ -1291,7 +1540,13 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 			connack_fail(c, v, MQTT_RC_BAD_AUTHENTICATION_METHOD);
 			return;
 		}
-		c->am = am;
+		c->auth = calloc(1, sizeof(*c->auth));
+		if (!c->auth) {
+			connack_fail(c, v, MQTT_RC_SERVER_UNAVAILABLE);
+			return;
+		}
+		conn_auth *ca = c->auth;
+		ca->am = am;
 		uint8_t obuf[AUTHN_OUT_MAX];
 		authn_io io;
 		memset(&io, 0, sizeof(io));
@@ -1299,16 +1554,16 @@ static void handle_connect(broker *b, broker_conn *c, const mqtt_connect *ct,
 		io.in = ct->props.auth_data;
 		io.out = obuf;
 		io.out_cap = sizeof(obuf);
-		c->am_started = true;
-		authn_status st = am->start(&c->am_state, &io, am->ctx);
+		ca->am_started = true;
+		authn_status st = am->start(&ca->am_state, &io, am->ctx);
 		if (st == AUTHN_CONTINUE) {
-			c->pending_connect = malloc(c->cur_raw_len);
-			if (!c->pending_connect) {
+			ca->pending_connect = malloc(c->cur_raw_len);
+			if (!ca->pending_connect) {
 				connack_fail(c, v, MQTT_RC_SERVER_UNAVAILABLE);
 				return;
 			}
-			memcpy(c->pending_connect, c->cur_raw, c->cur_raw_len);
-			c->pending_len = c->cur_raw_len;
+			memcpy(ca->pending_connect, c->cur_raw, c->cur_raw_len);
+			ca->pending_len = c->cur_raw_len;
 			c->state = CONN_AUTH;
 			auth_send(c, MQTT_RC_CONTINUE_AUTHENTICATION, &io);
 			return;
@@ -1353,7 +1608,7 @@ static void auth_send(broker_conn *c, uint8_t reason, const authn_io *io)
 	pkt.u.disconnect.reason = reason;
 	mqtt_props *p = &pkt.u.disconnect.props;
 	p->present |= MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD);
-	p->auth_method = mqtt_str_c(c->am->name);
+	p->auth_method = mqtt_str_c(c->auth->am->name);
 	if (io && io->out_len) {
 		p->present |= MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_DATA);
 		p->auth_data = (mqtt_bytes){ io->out, (uint32_t)io->out_len };
@@ -1363,13 +1618,16 @@ static void auth_send(broker_conn *c, uint8_t reason, const authn_io *io)
 
 static void auth_end(broker_conn *c)
 {
-	if (c->am && c->am_started && c->am->end)
-		c->am->end(c->am_state, c->am->ctx);
-	c->am_state = NULL;
-	c->am_started = false;
-	free(c->pending_connect);
-	c->pending_connect = NULL;
-	c->pending_len = 0;
+	conn_auth *ca = c->auth;
+	if (!ca)
+		return;
+	if (ca->am && ca->am_started && ca->am->end)
+		ca->am->end(ca->am_state, ca->am->ctx);
+	ca->am_state = NULL;
+	ca->am_started = false;
+	free(ca->pending_connect);
+	ca->pending_connect = NULL;
+	ca->pending_len = 0;
 }
 
 /* AUTH while CONN_AUTH: the next step of the exchange CONNECT began. */
@@ -1380,9 +1638,10 @@ static void handle_auth(broker *b, broker_conn *c, const mqtt_disconnect *a,
 	mqtt_str method = { NULL, 0 };
 	if (ap->present & MQTT_PROP_BIT(MQTT_PROP_AUTHENTICATION_METHOD))
 		method = ap->auth_method;
+	conn_auth *ca = c->auth;
 	if (a->reason != MQTT_RC_CONTINUE_AUTHENTICATION ||
-	    method.len != strlen(c->am->name) ||
-	    memcmp(method.ptr, c->am->name, method.len) != 0) {
+	    method.len != strlen(ca->am->name) ||
+	    memcmp(method.ptr, ca->am->name, method.len) != 0) {
 		/* [MQTT-4.12.0-1..5]: same method, Continue only. */
 		log_write(b->log, LOG_NOTICE,
 			  "Client %s sent a bad AUTH during authentication, closing.",
@@ -1397,7 +1656,7 @@ static void handle_auth(broker *b, broker_conn *c, const mqtt_disconnect *a,
 	io.in = ap->auth_data;
 	io.out = obuf;
 	io.out_cap = sizeof(obuf);
-	authn_status st = c->am->step(c->am_state, &io, c->am->ctx);
+	authn_status st = ca->am->step(ca->am_state, &io, ca->am->ctx);
 	if (st == AUTHN_CONTINUE) {
 		auth_send(c, MQTT_RC_CONTINUE_AUTHENTICATION, &io);
 		return;
@@ -1410,7 +1669,7 @@ static void handle_auth(broker *b, broker_conn *c, const mqtt_disconnect *a,
 		return;
 	}
 	mqtt_packet pkt;
-	int rc = mqtt_decode(c->pending_connect, c->pending_len, MQTT_V5,
+	int rc = mqtt_decode(ca->pending_connect, ca->pending_len, MQTT_V5,
 			     0, &pkt);
 	if (rc <= 0 || pkt.type != MQTT_CONNECT) { /* we decoded it before */
 		connack_fail(c, MQTT_V5, MQTT_RC_UNSPECIFIED_ERROR);
@@ -1419,8 +1678,8 @@ static void handle_auth(broker *b, broker_conn *c, const mqtt_disconnect *a,
 	c->state = CONN_NEW;
 	connect_accept(b, c, &pkt.u.connect, &io, now_ms);
 	/* The CONNECT copy is no longer referenced (sessions copy). */
-	free(c->pending_connect);
-	c->pending_connect = NULL;
+	free(ca->pending_connect);
+	ca->pending_connect = NULL;
 }
 
 /* The rest of CONNECT once the client is authenticated: session, will,
@@ -1469,7 +1728,7 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 		conn_want_close(old);
 		if (!old->will_on_close)
 			session_set_will(s, NULL, 0);
-		old->s = NULL;
+		conn_detach(old);
 		s->conn = NULL;
 		b->clients_connected--;
 		/* The old connection ended abnormally: its will goes now
@@ -1548,7 +1807,7 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 		mqtt_bytes wprops = { NULL, 0 };
 		if (v5)
 			wprops = ct->will_props.raw;
-		broker_msg *w = msg_create(ct->will_topic, ct->will_payload,
+		broker_msg *w = msg_create(&b->msgs, ct->will_topic, ct->will_payload,
 					   wprops, ct->will_qos,
 					   ct->will_retain, 0, s->uid);
 		if (!w) {
@@ -1628,10 +1887,10 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 				p->response_info = mqtt_str_c(resp_info);
 			}
 		}
-		if (c->am) {
+		if (c->auth && c->auth->am) {
 			p->present |= MQTT_PROP_BIT(
 				MQTT_PROP_AUTHENTICATION_METHOD);
-			p->auth_method = mqtt_str_c(c->am->name);
+			p->auth_method = mqtt_str_c(c->auth->am->name);
 			if (aio && aio->out_len) {
 				p->present |= MQTT_PROP_BIT(
 					MQTT_PROP_AUTHENTICATION_DATA);
@@ -1665,6 +1924,9 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 			  "New client connected from %s as %s (p%d, c%d, k%u).",
 			  c->peer, c->id, proto_num(v), ct->clean_start ? 1 : 0,
 			  (unsigned)ka);
+	/* From here on the session's copy of the id serves (conn_id()). */
+	free(c->id);
+	c->id = NULL;
 
 	if (session_present) {
 		/* Resend what was in flight [MQTT-4.4.0-1]. */
@@ -1700,6 +1962,14 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 			conn_fail(c, MQTT_RC_TOPIC_ALIAS_INVALID);
 			return;
 		}
+		if (!c->aliases && topic.len) {
+			c->aliases = calloc(BROKER_TOPIC_ALIAS_MAX + 1,
+					    sizeof(*c->aliases));
+			if (!c->aliases) {
+				out_oom(c);
+				return;
+			}
+		}
 		if (topic.len) {
 			char *t = malloc((size_t)topic.len + 1);
 			if (!t) {
@@ -1710,7 +1980,7 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 			t[topic.len] = '\0';
 			free(c->aliases[a]);
 			c->aliases[a] = t;
-		} else if (!c->aliases[a]) {
+		} else if (!c->aliases || !c->aliases[a]) {
 			conn_fail(c, MQTT_RC_PROTOCOL_ERROR);
 			return;
 		} else {
@@ -1804,8 +2074,20 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 	mqtt_bytes props = { NULL, 0 };
 	if (v5)
 		props = pub->props.raw;
-	broker_msg *m = msg_create(topic, pub->payload, props, pub->qos,
-				   pub->retain, expiry, s->uid);
+	broker_msg *m = NULL;
+	if (b->adopt_buf && c->cur_raw == b->adopt_buf &&
+	    c->cur_raw_len == b->adopt_len &&
+	    pub->payload.len >= BROKER_OUT_REF_MIN) {
+		/* The whole input block is this packet: keep the payload in
+		 * it instead of copying (broker_conn_input_owned). */
+		m = msg_create_ext(&b->msgs, topic, pub->payload, props, pub->qos,
+				   pub->retain, expiry, s->uid, b->adopt_buf);
+		if (m)
+			b->adopt_buf = NULL;
+	} else {
+		m = msg_create(&b->msgs, topic, pub->payload, props, pub->qos,
+			       pub->retain, expiry, s->uid);
+	}
 	if (!m) {
 		log_write(b->log, LOG_ERR, "Out of memory on PUBLISH from %s.",
 			  conn_id(c));
@@ -2169,6 +2451,7 @@ broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
 		return NULL;
 	b->cfg = cfg;
 	b->log = log;
+	msg_pool_init(&b->msgs);
 	b->subs = subtree_create();
 	b->retained = retain_create();
 	if (!b->subs || !b->retained) {
@@ -2192,15 +2475,15 @@ broker *broker_create(const broker_cfg *cfg, const shimmy_log *log,
 
 static void conn_free(broker_conn *c)
 {
-	for (int i = 0; i <= BROKER_TOPIC_ALIAS_MAX; i++)
-		free(c->aliases[i]);
-	if (c->out_aliases) {
-		for (uint32_t i = 1; i <= c->out_alias_count; i++)
-			free(c->out_aliases[i]);
-		free(c->out_aliases);
+	if (c->aliases) {
+		for (int i = 0; i <= BROKER_TOPIC_ALIAS_MAX; i++)
+			free(c->aliases[i]);
+		free(c->aliases);
 	}
-	strmap_fini(&c->out_alias_map);
+	out_alias_free(c);
 	auth_end(c);
+	free(c->auth);
+	out_refs_free(c);
 	free(c->out);
 	free(c->id);
 	free(c);
@@ -2228,6 +2511,13 @@ void broker_destroy(broker *b)
 	retain_destroy(b->retained);
 	free(b->hits);
 	free(b->scratch);
+	for (int i = 0; i < ROUTE_CACHE_SLOTS; i++) {
+		free(b->rcache[i].topic);
+		free(b->rcache[i].ents);
+	}
+	/* Every message is gone with the conns, sessions and stores above. */
+	assert(b->msgs.live == 0);
+	msg_pool_fini(&b->msgs);
 	free(b);
 }
 
@@ -2250,17 +2540,20 @@ void broker_set_auth(broker *b, broker_auth_fn fn, void *ctx)
 broker_conn *broker_conn_open(broker *b, broker_transport transport,
 			      const char *peer, void *io_ctx, uint64_t now_ms)
 {
-	broker_conn *c = calloc(1, sizeof(*c));
+	if (!peer)
+		peer = "?";
+	size_t plen = strnlen(peer, BROKER_PEER_MAX);
+	broker_conn *c = calloc(1, sizeof(*c) + plen + 1);
 	if (!c)
 		return NULL;
 	c->b = b;
 	c->transport = transport;
-	snprintf(c->peer, sizeof(c->peer), "%s", peer ? peer : "?");
+	memcpy(c->peer, peer, plen);
+	c->peer[plen] = '\0';
 	c->io = io_ctx;
 	c->state = CONN_NEW;
 	c->version = MQTT_V311;
 	c->last_rx_ms = now_ms;
-	strmap_init(&c->out_alias_map);
 	c->next = b->conns;
 	if (b->conns)
 		b->conns->prev = c;
@@ -2305,6 +2598,20 @@ size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 	return used;
 }
 
+size_t broker_conn_input_owned(broker *b, broker_conn *c, uint8_t *buf,
+			       size_t len, uint64_t now_ms, int *taken)
+{
+	b->adopt_buf = buf;
+	b->adopt_len = len;
+	size_t used = broker_conn_input(b, c, buf, len, now_ms);
+	/* Adopted only when buf was one whole packet: nothing after it was
+	 * read from buf. */
+	*taken = b->adopt_buf == NULL;
+	b->adopt_buf = NULL;
+	b->adopt_len = 0;
+	return used;
+}
+
 size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
 			      size_t len)
 {
@@ -2319,18 +2626,72 @@ size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
 void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len)
 {
 	static const uint8_t none[1];
+	const out_ref *r = out_ref_first(c);
+	if (r && r->pos == c->out_off) {
+		*data = r->m->payload + r->off;
+		*len = r->m->payload_len - r->off;
+		return;
+	}
 	*data = c->out ? c->out + c->out_off : none;
-	*len = c->out_len - c->out_off;
+	*len = (r ? r->pos : c->out_len) - c->out_off;
+}
+
+int broker_conn_output_iov(broker_conn *c, struct iovec *iov, int max)
+{
+	int n = 0;
+	size_t pos = c->out_off;
+	uint32_t count = c->refs ? c->refs->count : 0;
+	for (uint32_t i = 0; i < count && n < max; i++) {
+		const out_ref *r = out_ref_at(c->refs, i);
+		if (r->pos > pos) {
+			iov[n++] = (struct iovec){ c->out + pos, r->pos - pos };
+			pos = r->pos;
+			if (n == max)
+				return n;
+		}
+		iov[n++] = (struct iovec){ r->m->payload + r->off,
+					   r->m->payload_len - r->off };
+	}
+	if (n < max && c->out_len > pos)
+		iov[n++] = (struct iovec){ c->out + pos, c->out_len - pos };
+	return n;
+}
+
+size_t broker_conn_pending(const broker_conn *c)
+{
+	return out_pending(c);
 }
 
 void broker_conn_written(broker_conn *c, size_t n)
 {
-	size_t pending = c->out_len - c->out_off;
+	size_t pending = out_pending(c);
 	if (n > pending)
 		n = pending;
-	c->out_off += n;
 	c->b->bytes_sent += n;
-	if (c->out_off == c->out_len) {
+	while (n) {
+		out_ref *r = out_ref_first(c);
+		if (r && r->pos == c->out_off) {
+			size_t k = r->m->payload_len - r->off;
+			if (k > n)
+				k = n;
+			r->off += (uint32_t)k;
+			c->refs->bytes -= k;
+			n -= k;
+			if (r->off == r->m->payload_len) {
+				msg_unref(r->m);
+				c->refs->head = (c->refs->head + 1) &
+						(c->refs->cap - 1);
+				c->refs->count--;
+			}
+			continue;
+		}
+		size_t k = (r ? r->pos : c->out_len) - c->out_off;
+		if (k > n)
+			k = n;
+		c->out_off += k;
+		n -= k;
+	}
+	if (c->out_off == c->out_len && !out_ref_first(c)) {
 		c->out_off = c->out_len = 0;
 		/* An idle connection should own no output memory; a small
 		 * buffer is cheap to get back from the heap, a large one is
@@ -2414,6 +2775,8 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
 		for (broker_conn *c = b->conns; c; c = c->next) {
 			if (c->out && c->out_len == 0)
 				out_release(c); /* idle: see broker_conn_written */
+			if (c->refs && c->refs->count == 0)
+				out_refs_free(c);
 			if (c->linger_until_ms && now_ms >= c->linger_until_ms &&
 			    !(c->flags & BROKER_CONN_WANT_CLOSE))
 				conn_want_close(c);
@@ -2470,7 +2833,7 @@ int broker_publish(broker *b, const char *topic, const void *payload,
 		return MQTT_ERR_INVALID;
 	mqtt_bytes pl = { payload, (uint32_t)len };
 	mqtt_bytes none = { NULL, 0 };
-	broker_msg *m = msg_create(mqtt_str_c(topic), pl, none, qos,
+	broker_msg *m = msg_create(&b->msgs, mqtt_str_c(topic), pl, none, qos,
 				   retain != 0, 0, 0);
 	if (!m)
 		return MQTT_ERR_NOMEM;
@@ -2546,7 +2909,7 @@ void broker_sys_publish(broker *b, uint64_t now_ms)
 	 * retained. $SYS messages are not counted as received; their sends
 	 * are, as in mosquitto. */
 	uint64_t store_count, store_bytes;
-	msg_stats(&store_count, &store_bytes);
+	msg_stats(&b->msgs, &store_count, &store_bytes);
 	size_t total = b->session_count;
 	size_t connected = b->clients_connected;
 	sys_pub(b, now_ms, "$SYS/broker/version", "%s", BROKER_VERSION_STR);

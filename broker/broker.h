@@ -10,7 +10,7 @@
  *   accept()        --> broker_conn_open()
  *   read()          --> broker_conn_input()      decode, apply, queue output
  *   end of batch    <-- broker_next_dirty()      conns with output/close
- *                   <-- broker_conn_output()     bytes to write
+ *                   <-- broker_conn_output_iov() segments to writev
  *   write()         --> broker_conn_written()
  *   EOF/error/close --> broker_conn_closed()     will, session detach, free
  *   each loop turn  --> broker_tick()            keepalive, expiry, $SYS
@@ -23,6 +23,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 
 #include "broker/config.h"
 #include "broker/log.h"
@@ -72,6 +73,16 @@ broker_conn *broker_conn_open(broker *b, broker_transport transport,
 size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 			 size_t len, uint64_t now_ms);
 
+/*
+ * As broker_conn_input(), for a malloc() block the I/O layer may give
+ * away: when buf[0..len) is exactly one PUBLISH whose payload is large,
+ * the message keeps its payload in place and the core takes buf (*taken
+ * = 1: the caller forgets buf; it is freed with the message). Saves
+ * copying large payloads. *taken = 0 otherwise (buf stays the caller's).
+ */
+size_t broker_conn_input_owned(broker *b, broker_conn *c, uint8_t *buf,
+			       size_t len, uint64_t now_ms, int *taken);
+
 /* Size of the whole packet the unconsumed input begins, once its fixed
  * header is known; 0 if unknown. Never above the configured maximum. */
 size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
@@ -84,7 +95,21 @@ size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
  */
 void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len);
 
-/* Marks n bytes of output as written. */
+/*
+ * Pending output as up to max segments, in order, for writev/sendmsg: the
+ * output is inline bytes (packet headers, small payloads) with large
+ * payloads spliced in by reference to their shared message. Returns the
+ * number of iov entries filled (0 = nothing pending); more may be pending
+ * beyond them. The pointed-to bytes are valid until the next call into the
+ * core for this broker. Never allocates.
+ */
+int broker_conn_output_iov(broker_conn *c, struct iovec *iov, int max);
+
+/* Total bytes of pending output (all segments). */
+size_t broker_conn_pending(const broker_conn *c);
+
+/* Marks n bytes of output as written (n counts across segments, in the
+ * order broker_conn_output()/broker_conn_output_iov() give them). */
 void broker_conn_written(broker_conn *c, size_t n);
 
 /* BROKER_CONN_* bits. */

@@ -2,7 +2,10 @@
  * broker/server.c — see server.h. Level-triggered epoll over non-blocking
  * sockets. Each connection has an input buffer (16 KiB, grown up to the size
  * of a partially received packet) and no output buffer of its own: output
- * lives in the core and is drained with broker_conn_output()/written().
+ * lives in the core (inline bytes plus large payloads by reference) and is
+ * drained with one writev-style sendmsg per broker_conn_output_iov() call
+ * (broker_conn_output() one piece at a time while fds ride along), then
+ * broker_conn_written().
  *
  * Loop turn:
  *   epoll_wait (timeout: next tick, linger deadline, paused listener)
@@ -43,6 +46,10 @@
 #define SRV_MAX_SOCKS (CFG_MAX_LISTENERS * 4) /* v4+v6, getaddrinfo sets */
 #define SRV_RBUF_SIZE (256u * 1024) /* the loop's shared read buffer */
 #define SRV_IN_KEEP_SMALL 4096u       /* a drained tail buffer this small is kept */
+/* A partial packet at least this large is completed by reads straight into
+ * c->in (no copying of the partial bytes to and from the shared buffer on
+ * every read). */
+#define SRV_IN_DIRECT_MIN (16u * 1024)
 #define SRV_READ_BUDGET 16	       /* reads per conn per wakeup */
 #define SRV_ACCEPT_BUDGET 64
 #define SRV_MAX_EVENTS 256
@@ -90,6 +97,9 @@ typedef struct srv_fd {
 /* fds passed per sendmsg at most; the receiver's control buffer holds
  * more (clients/ reserve room for 64). */
 #define SRV_FDS_PER_SEND 32
+
+/* Output segments per sendmsg at most. */
+#define SRV_IOV_MAX IOV_MAX
 
 /*
  * Invariants: bc != NULL iff the conn is on loop.conns and fd is open;
@@ -194,9 +204,7 @@ int server_conn_attach_fds(void *io, int *fds, unsigned n)
 	}
 	/* The packet the fds belong to is appended right after this call:
 	 * its first byte sits behind everything pending now. */
-	const uint8_t *data;
-	size_t pending;
-	broker_conn_output(c->bc, &data, &pending);
+	size_t pending = broker_conn_pending(c->bc);
 	for (unsigned i = 0; i < n; i++)
 		c->fds[c->fd_count++] = (srv_fd){ c->out_pos + pending, fds[i] };
 	return 0;
@@ -296,13 +304,30 @@ static void conn_finish_close(server *s, srv_conn *c, uint64_t now)
  */
 static int conn_flush(server *s, srv_conn *c)
 {
+	struct iovec iov[SRV_IOV_MAX];
 	for (;;) {
-		const uint8_t *data;
-		size_t len;
-		broker_conn_output(c->bc, &data, &len);
-		if (len == 0)
-			break;
-		ssize_t w = conn_send(c, data, len);
+		ssize_t w;
+		if (c->fd_count == 0) {
+			/* The common case: every segment in one writev. */
+			int n = broker_conn_output_iov(c->bc, iov, SRV_IOV_MAX);
+			if (n == 0)
+				break;
+			struct msghdr mh = { .msg_iov = iov,
+					     .msg_iovlen = (size_t)n };
+			w = n == 1 ? send(c->fd, iov[0].iov_base,
+					  iov[0].iov_len,
+					  MSG_NOSIGNAL | MSG_DONTWAIT)
+				   : sendmsg(c->fd, &mh,
+					     MSG_NOSIGNAL | MSG_DONTWAIT);
+		} else {
+			/* fds ride on one contiguous piece at a time. */
+			const uint8_t *data;
+			size_t len;
+			broker_conn_output(c->bc, &data, &len);
+			if (len == 0)
+				break;
+			w = conn_send(c, data, len);
+		}
 		if (w > 0) {
 			c->out_pos += (uint64_t)w;
 			broker_conn_written(c->bc, (size_t)w);
@@ -399,7 +424,7 @@ static void conn_read(server *s, srv_conn *c, uint64_t now)
 		const uint8_t *buf;
 		size_t have, room;
 		ssize_t r;
-		if (need > loop->rbuf_cap) {
+		if (need > loop->rbuf_cap || need >= SRV_IN_DIRECT_MIN) {
 			room = need - c->in_len;
 			r = conn_read_large(c, need);
 			buf = c->in;
@@ -428,10 +453,24 @@ static void conn_read(server *s, srv_conn *c, uint64_t now)
 			conn_close(s, c, now);
 			return;
 		}
-		size_t used = broker_conn_input(loop->b, c->bc, buf, have, now);
+		size_t used;
+		int taken = 0;
+		if (buf == c->in && have == need && need >= SRV_IN_DIRECT_MIN) {
+			/* Exactly one large packet in c->in: the core may keep
+			 * it as the message's payload (no copy). */
+			used = broker_conn_input_owned(loop->b, c->bc, c->in,
+						       have, now, &taken);
+			if (taken) {
+				c->in = NULL;
+				c->in_len = c->in_cap = 0;
+			}
+		} else {
+			used = broker_conn_input(loop->b, c->bc, buf, have,
+						 now);
+		}
 		if (used > have)
 			used = have; /* defensive: never trust a count */
-		if (conn_keep_tail(c, buf + used, have - used) < 0) {
+		if (!taken && conn_keep_tail(c, buf + used, have - used) < 0) {
 			log_write(s->log, LOG_ERR,
 				  "Closing connection: out of memory for input.");
 			conn_close(s, c, now);

@@ -12,14 +12,12 @@
 
 session *session_create(const char *client_id, uint32_t len, uint64_t uid)
 {
-	session *s = calloc(1, sizeof(*s));
+	/* The id lives in the same allocation (one heap object per idle
+	 * session). */
+	session *s = calloc(1, sizeof(*s) + (size_t)len + 1);
 	if (!s)
 		return NULL;
-	s->client_id = malloc((size_t)len + 1);
-	if (!s->client_id) {
-		free(s);
-		return NULL;
-	}
+	s->client_id = s->id_buf;
 	if (len)
 		memcpy(s->client_id, client_id, len);
 	s->client_id[len] = '\0';
@@ -53,7 +51,6 @@ void session_destroy(session *s)
 	free(s->qos2_in);
 	msg_unref(s->will);
 	free(s->username);
-	free(s->client_id);
 	free(s);
 }
 

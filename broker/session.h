@@ -46,48 +46,49 @@ typedef struct sess_out {
 			   * another member if this session ends with it */
 } sess_out;
 
+/* Laid out for size (one per client, online or not); arrays are NULL
+ * until first used. */
 typedef struct session {
-	char *client_id; /* NUL-terminated, owned; also the hash key */
-	uint32_t client_id_len;
+	char *client_id; /* NUL-terminated, = id_buf; also the hash key */
 	uint64_t uid;    /* unique per session object, never 0 (No Local) */
 	char *username;  /* of the last CONNECT, owned; NULL = anonymous */
-	uint32_t username_len;
 	void *conn;      /* the broker_conn while online, else NULL */
-
-	uint32_t expiry_s;     /* Session Expiry Interval in force */
 	uint64_t expire_at_ms; /* offline: when it ends; 0 = not scheduled */
 
 	sess_sub *subs;
-	uint32_t sub_count, sub_cap;
-	uint32_t sub_id_count; /* subs with sub_id != 0 */
 
 	/* Invariant: inflight entries have pid != 0, pids distinct, in send
 	 * order; queue entries are SESS_OUT_QUEUED with msg != NULL. */
 	sess_out *inflight;
-	uint32_t infl_count, infl_cap;
 	sess_out *queue;       /* ring */
-	uint32_t q_head, q_count, q_cap;
 	uint64_t q_bytes;      /* payload bytes in the queue */
-	uint16_t next_pid;
-
 	uint16_t *qos2_in;     /* incoming QoS 2 ids awaiting PUBREL */
-	uint32_t qos2_count, qos2_cap;
 
 	broker_msg *will;      /* owned; NULL = none */
-	uint32_t will_delay_s;
 	uint64_t will_at_ms;   /* delayed will due; 0 = not pending */
-	uint32_t will_expiry_s;/* will's Message Expiry Interval; 0 = none */
-	bool will_expiry_set;
 
 	/* Routing scratch owned by the broker: the fan-out generation this
 	 * session was last matched in, and its slot in that fan-out. */
 	uint64_t route_gen;
-	uint32_t route_idx;
 
 	uint64_t dropped;      /* messages dropped by queue limits */
-	bool drop_logged;
-
 	struct session *prev, *next; /* the broker's list of sessions */
+
+	uint32_t client_id_len;
+	uint32_t username_len;
+	uint32_t expiry_s;     /* Session Expiry Interval in force */
+	uint32_t sub_count, sub_cap;
+	uint32_t sub_id_count; /* subs with sub_id != 0 */
+	uint32_t infl_count, infl_cap;
+	uint32_t q_head, q_count, q_cap;
+	uint32_t qos2_count, qos2_cap;
+	uint32_t will_delay_s;
+	uint32_t will_expiry_s;/* will's Message Expiry Interval; 0 = none */
+	uint32_t route_idx;
+	uint16_t next_pid;
+	bool will_expiry_set;
+	bool drop_logged;
+	char id_buf[];         /* the client id's bytes */
 } session;
 
 /* Creates an empty session; client_id is copied. NULL on OOM. */

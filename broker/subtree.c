@@ -41,6 +41,7 @@ typedef struct st_node {
 struct subtree {
 	st_node root;
 	uint64_t count;
+	uint64_t gen;         /* subtree_gen() */
 	subtree_pref_fn pref; /* shared groups: members to prefer; NULL = any */
 	void *pref_ctx;
 	/* Scratch frontiers for subtree_match(), reused across calls. */
@@ -75,6 +76,7 @@ subtree *subtree_create(void)
 	if (!t)
 		return NULL;
 	strmap_init(&t->root.children);
+	t->gen = 1;
 	return t;
 }
 
@@ -299,6 +301,7 @@ int subtree_add(subtree *t, mqtt_str filter, void *owner, uint8_t options,
 	}
 	if (!ex)
 		t->count++;
+	t->gen++;
 	if (existed)
 		*existed = ex;
 	return 0;
@@ -323,8 +326,10 @@ bool subtree_remove(subtree *t, mqtt_str filter, void *owner)
 			*g = n->groups[--n->group_count];
 		}
 	}
-	if (found)
+	if (found) {
 		t->count--;
+		t->gen++;
+	}
 	st_prune(n);
 	return found;
 }
@@ -332,6 +337,11 @@ bool subtree_remove(subtree *t, mqtt_str filter, void *owner)
 uint64_t subtree_count(const subtree *t)
 {
 	return t->count;
+}
+
+uint64_t subtree_gen(const subtree *t)
+{
+	return t->gen;
 }
 
 void subtree_set_prefer(subtree *t, subtree_pref_fn fn, void *ctx)

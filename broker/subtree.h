@@ -73,6 +73,14 @@ void subtree_set_prefer(subtree *t, subtree_pref_fn fn, void *ctx);
 int subtree_share_pick(subtree *t, mqtt_str filter, const void *exclude,
 		       subtree_cb cb, void *ctx);
 
+/*
+ * A counter that changes whenever a subscription is added, replaced or
+ * removed, never 0: a match result recorded at one value stays right for
+ * the same topic while the value is unchanged (except for shared groups,
+ * whose member choice rotates per call).
+ */
+uint64_t subtree_gen(const subtree *t);
+
 /* Number of (owner, filter) subscriptions in the tree. */
 uint64_t subtree_count(const subtree *t);
 

@@ -85,18 +85,45 @@ static void cl_send(broker *b, client *cl, const mqtt_packet *pkt)
 	cl_raw(b, cl, buf, (size_t)n);
 }
 
-/* Moves pending output into cl->rx. */
+/* Moves pending output into cl->rx, one contiguous piece at a time (large
+ * payloads are separate pieces). */
 static void cl_pull(client *cl)
 {
-	const uint8_t *d;
-	size_t n;
-	broker_conn_output(cl->c, &d, &n);
 	if (cl->rx_off == cl->rx_len)
 		cl->rx_off = cl->rx_len = 0;
-	assert_true(cl->rx_len + n <= sizeof(cl->rx));
-	memcpy(cl->rx + cl->rx_len, d, n);
-	cl->rx_len += n;
-	broker_conn_written(cl->c, n);
+	for (;;) {
+		const uint8_t *d;
+		size_t n;
+		broker_conn_output(cl->c, &d, &n);
+		if (n == 0)
+			break;
+		assert_true(cl->rx_len + n <= sizeof(cl->rx));
+		memcpy(cl->rx + cl->rx_len, d, n);
+		cl->rx_len += n;
+		broker_conn_written(cl->c, n);
+	}
+}
+
+/* All of c's pending output, gathered from its segments (caller frees);
+ * nothing is marked written. */
+static uint8_t *conn_output_all(broker_conn *c, size_t *len)
+{
+	enum { MAX_IOV = 1024 };
+	struct iovec iov[MAX_IOV];
+	int n = broker_conn_output_iov(c, iov, MAX_IOV);
+	size_t total = 0;
+	for (int i = 0; i < n; i++)
+		total += iov[i].iov_len;
+	assert_int_equal(total, broker_conn_pending(c));
+	uint8_t *buf = malloc(total ? total : 1);
+	assert_non_null(buf);
+	size_t off = 0;
+	for (int i = 0; i < n; i++) {
+		memcpy(buf + off, iov[i].iov_base, iov[i].iov_len);
+		off += iov[i].iov_len;
+	}
+	*len = total;
+	return buf;
 }
 
 /* Next packet the broker sent cl; false if none. */
@@ -703,6 +730,55 @@ static void test_shared_subscription(void **state)
 	broker_destroy(b);
 }
 
+/* The route cache replays matches for a repeated topic; subscribe and
+ * session end invalidate it, and No Local still applies per delivery. */
+static int cl_count(client *cl)
+{
+	int n = 0;
+	mqtt_packet m;
+	while (cl_recv(cl, &m)) {
+		assert_int_equal(m.type, MQTT_PUBLISH);
+		n++;
+	}
+	return n;
+}
+
+static void test_route_cache(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V5, "s", true, NULL);
+	client *s2 = cl_up(b, MQTT_V5, "s2", true, NULL);
+	client *p = cl_up(b, MQTT_V5, "p", true, NULL);
+	cl_sub(b, s, "a/+", 0, 0, 0);
+	cl_pub(b, p, "a/b", "1", 0, false, 0);
+	cl_pub(b, p, "a/b", "2", 0, false, 0);
+	assert_int_equal(cl_count(s), 2);
+	cl_sub(b, s2, "a/b", 0, 0, 0);
+	cl_pub(b, p, "a/b", "3", 0, false, 0);
+	assert_int_equal(cl_count(s), 1);
+	assert_int_equal(cl_count(s2), 1);
+	cl_sub(b, p, "a/#", MQTT_SUBOPT_NO_LOCAL, 0, 0);
+	cl_pub(b, p, "a/b", "4", 0, false, 0);
+	cl_pub(b, p, "a/b", "5", 0, false, 0);
+	assert_int_equal(cl_count(p), 0);
+	assert_int_equal(cl_count(s), 2);
+	assert_int_equal(cl_count(s2), 2);
+	/* s2's session ends with its connection: no delivery to freed state. */
+	cl_close(b, s2);
+	cl_pub(b, p, "a/b", "6", 0, false, 0);
+	assert_int_equal(cl_count(s), 1);
+	/* Another publisher on the cached topic gets its own No Local. */
+	client *q = cl_up(b, MQTT_V5, "q", true, NULL);
+	cl_pub(b, q, "a/b", "7", 0, false, 0);
+	assert_int_equal(cl_count(p), 1);
+	assert_int_equal(cl_count(s), 1);
+	cl_close(b, q);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
 static void test_will(void **state)
 {
 	(void)state;
@@ -1266,6 +1342,186 @@ static void test_receive_maximum_exceeded(void **state)
 	broker_destroy(b);
 }
 
+/* Decodes the PUBLISH stream in buf[0..len) and checks its payloads are
+ * exactly exp[0..n) (each of exp_len bytes, filled with its index + 'a'). */
+static void check_publishes(const uint8_t *buf, size_t len,
+			    const size_t *exp_len, size_t n)
+{
+	size_t off = 0, i = 0;
+	while (off < len) {
+		mqtt_packet pkt;
+		int rc = mqtt_decode(buf + off, len - off, MQTT_V311, 0, &pkt);
+		assert_true(rc > 0);
+		assert_int_equal(pkt.type, MQTT_PUBLISH);
+		assert_true(i < n);
+		assert_int_equal(pkt.u.publish.payload.len, exp_len[i]);
+		for (size_t k = 0; k < exp_len[i]; k++)
+			assert_int_equal(pkt.u.publish.payload.ptr[k], 'a' + i);
+		off += (size_t)rc;
+		i++;
+	}
+	assert_int_equal(i, n);
+}
+
+/* Output segments: large payloads go out by reference between inline
+ * bytes, in order, across partial writes and buffer compaction. */
+static void test_output_segments(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "t", 0, 0, 0);
+	static const size_t lens[] = { 16, 10000, 1500, 5000, 2047, 2048, 1800,
+				       3000, 40 };
+	enum { N = sizeof(lens) / sizeof(lens[0]) };
+	char *pl = malloc(10000);
+	assert_non_null(pl);
+	uint8_t *all = NULL;
+	size_t all_len = 0;
+	for (size_t i = 0; i < N; i++) {
+		memset(pl, (int)('a' + i), lens[i]);
+		broker_publish(b, "t", pl, lens[i], 0, 0, now);
+		if (i == 3) {
+			/* Write part of the inline head: the next inline bytes
+			 * force a compaction under the pending references. */
+			all = malloc(20000);
+			assert_non_null(all);
+			for (int piece = 0; piece < 3; piece++) {
+				const uint8_t *d;
+				size_t n;
+				broker_conn_output(s->c, &d, &n);
+				assert_true(n > (piece == 2 ? 100u : 0u));
+				if (piece == 2)
+					n = 100;
+				memcpy(all + all_len, d, n);
+				all_len += n;
+				broker_conn_written(s->c, n);
+			}
+		}
+	}
+	free(pl);
+	struct iovec iov[16];
+	int niov = broker_conn_output_iov(s->c, iov, 16);
+	/* Rest of inline | ref 5000 | inline | ref 2048 | inline | ref 3000 |
+	 * inline (the first inline piece and ref 10000 are written). */
+	assert_int_equal(niov, 7);
+	assert_int_equal(iov[1].iov_len, 5000);
+	assert_int_equal(iov[3].iov_len, 2048);
+	assert_int_equal(iov[5].iov_len, 3000);
+	/* A short iov array gets a prefix. */
+	assert_int_equal(broker_conn_output_iov(s->c, iov, 2), 2);
+	assert_int_equal(iov[1].iov_len, 5000);
+	/* Drain in odd-sized writes through broker_conn_output(). */
+	size_t rest;
+	uint8_t *snap = conn_output_all(s->c, &rest);
+	all = realloc(all, all_len + rest);
+	assert_non_null(all);
+	size_t got = 0;
+	while (broker_conn_pending(s->c)) {
+		const uint8_t *d;
+		size_t n;
+		broker_conn_output(s->c, &d, &n);
+		assert_true(n > 0);
+		if (n > 777)
+			n = 777;
+		memcpy(all + all_len + got, d, n);
+		got += n;
+		broker_conn_written(s->c, n);
+	}
+	assert_int_equal(got, rest);
+	assert_memory_equal(all + all_len, snap, rest);
+	check_publishes(all, all_len + rest, lens, N);
+	assert_int_equal(broker_conn_output_iov(s->c, iov, 16), 0);
+	free(snap);
+	free(all);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+/* A connection closed with references pending drops them (no leak). */
+static void test_output_segments_close(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "t", 0, 0, 0);
+	char pl[4096];
+	memset(pl, 'x', sizeof(pl));
+	broker_publish(b, "t", pl, sizeof(pl), 0, 0, now);
+	broker_publish(b, "t", pl, sizeof(pl), 0, 0, now);
+	assert_true(broker_conn_pending(s->c) > 2 * sizeof(pl));
+	broker_conn_written(s->c, 10);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
+/* broker_conn_input_owned(): one whole large PUBLISH is adopted as the
+ * message's payload; anything else stays the caller's. */
+static void test_input_owned(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	client *p = cl_up(b, MQTT_V311, "p", true, NULL);
+	cl_sub(b, s, "big", 0, 0, 0);
+	size_t plen = 20000;
+	uint8_t *pl = malloc(plen);
+	assert_non_null(pl);
+	for (size_t i = 0; i < plen; i++)
+		pl[i] = (uint8_t)(i * 7);
+	mqtt_packet pkt;
+	memset(&pkt, 0, sizeof(pkt));
+	pkt.type = MQTT_PUBLISH;
+	pkt.u.publish.topic = mqtt_str_c("big");
+	pkt.u.publish.payload = (mqtt_bytes){ pl, (uint32_t)plen };
+	long n = mqtt_encode(NULL, 0, MQTT_V311, &pkt);
+	assert_true(n > (long)plen);
+	for (int round = 0; round < 3; round++) {
+		/* Round 1 has the first byte of another packet after this
+		 * one: not one whole packet, so not adopted. */
+		size_t len = (size_t)n + (round == 1 ? 1 : 0);
+		uint8_t *buf = malloc(len);
+		assert_non_null(buf);
+		assert_int_equal(mqtt_encode(buf, (size_t)n, MQTT_V311, &pkt), n);
+		if (round == 1)
+			buf[n] = 0xC0; /* PINGREQ, incomplete */
+		int taken = -1;
+		size_t used = broker_conn_input_owned(b, p->c, buf, len, now,
+						      &taken);
+		assert_int_equal(used, (size_t)n);
+		assert_int_equal(taken, round == 1 ? 0 : 1);
+		if (!taken)
+			free(buf);
+		/* The subscriber gets the payload intact (by reference). */
+		mqtt_packet got;
+		assert_true(cl_recv(s, &got));
+		assert_int_equal(got.type, MQTT_PUBLISH);
+		assert_int_equal(got.u.publish.payload.len, plen);
+		assert_memory_equal(got.u.publish.payload.ptr, pl, plen);
+	}
+	/* A retained large message keeps its adopted block alive. */
+	pkt.u.publish.retain = true;
+	uint8_t *buf = malloc((size_t)n);
+	assert_non_null(buf);
+	assert_int_equal(mqtt_encode(buf, (size_t)n, MQTT_V311, &pkt), n);
+	int taken = 0;
+	broker_conn_input_owned(b, p->c, buf, (size_t)n, now, &taken);
+	assert_int_equal(taken, 1);
+	mqtt_packet got;
+	assert_true(cl_recv(s, &got));
+	client *late = cl_up(b, MQTT_V311, "late", true, NULL);
+	cl_sub(b, late, "big", 0, 0, 0);
+	assert_true(cl_recv(late, &got));
+	assert_int_equal(got.type, MQTT_PUBLISH);
+	assert_true(got.u.publish.retain);
+	assert_memory_equal(got.u.publish.payload.ptr, pl, plen);
+	free(pl);
+	cl_close(b, late);
+	cl_close(b, s);
+	cl_close(b, p);
+	broker_destroy(b);
+}
+
 static void test_quota_exceeded(void **state)
 {
 	(void)state;
@@ -1282,9 +1538,8 @@ static void test_quota_exceeded(void **state)
 		broker_publish(b, "big", pl, len, 1, 0, now);
 	free(pl);
 	assert_true(cl_closing(s));
-	const uint8_t *d;
 	size_t n;
-	broker_conn_output(s->c, &d, &n);
+	uint8_t *d = conn_output_all(s->c, &n);
 	/* The last packet is DISCONNECT 0x97 (with a Reason String). */
 	size_t off = 0, last = 0;
 	while (off < n) {
@@ -1295,7 +1550,9 @@ static void test_quota_exceeded(void **state)
 	}
 	assert_int_equal(d[last], 0xE0);
 	assert_int_equal(d[last + 2], MQTT_RC_QUOTA_EXCEEDED);
+	free(d);
 	broker_conn_written(s->c, n);
+	assert_int_equal(broker_conn_pending(s->c), 0);
 	cl_close(b, s);
 	broker_destroy(b);
 }
@@ -1517,6 +1774,10 @@ int main(void)
 		cmocka_unit_test_setup(test_shared_prefers_online_and_hands_off, setup),
 		cmocka_unit_test_setup(test_receive_maximum_exceeded, setup),
 		cmocka_unit_test_setup(test_quota_exceeded, setup),
+		cmocka_unit_test_setup(test_output_segments, setup),
+		cmocka_unit_test_setup(test_route_cache, setup),
+		cmocka_unit_test_setup(test_input_owned, setup),
+		cmocka_unit_test_setup(test_output_segments_close, setup),
 		cmocka_unit_test_setup(test_unknown_auth_method, setup),
 		cmocka_unit_test_setup(test_enhanced_auth_scram, setup),
 		cmocka_unit_test_setup(test_sys_counters, setup),

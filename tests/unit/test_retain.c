@@ -11,11 +11,14 @@
 #include <string.h>
 #include <cmocka.h>
 
+/* The messages of every test come from this pool (main sets it up). */
+static msg_pool pool;
+
 static broker_msg *mk(const char *topic, const char *payload)
 {
 	mqtt_bytes pl = { (const uint8_t *)payload, (uint32_t)strlen(payload) };
 	mqtt_bytes none = { NULL, 0 };
-	broker_msg *m = msg_create(mqtt_str_c(topic), pl, none, 1, true, 0, 0);
+	broker_msg *m = msg_create(&pool, mqtt_str_c(topic), pl, none, 1, true, 0, 0);
 	assert_non_null(m);
 	return m;
 }
@@ -105,5 +108,8 @@ int main(void)
 		cmocka_unit_test(test_match),
 		cmocka_unit_test(test_refcount),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	msg_pool_init(&pool);
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	msg_pool_fini(&pool);
+	return rc;
 }

@@ -11,12 +11,15 @@
 #include <string.h>
 #include <cmocka.h>
 
+/* The messages of every test come from this pool (main sets it up). */
+static msg_pool pool;
+
 static broker_msg *mk(const char *topic, uint32_t len)
 {
 	static uint8_t zeros[4096];
 	mqtt_bytes pl = { zeros, len };
 	mqtt_bytes none = { NULL, 0 };
-	return msg_create(mqtt_str_c(topic), pl, none, 1, false, 0, 0);
+	return msg_create(&pool, mqtt_str_c(topic), pl, none, 1, false, 0, 0);
 }
 
 static void test_subs(void **state)
@@ -115,5 +118,8 @@ int main(void)
 		cmocka_unit_test(test_queue_limits),
 		cmocka_unit_test(test_qos2_in),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	msg_pool_init(&pool);
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	msg_pool_fini(&pool);
+	return rc;
 }
