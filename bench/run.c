@@ -34,6 +34,7 @@ static const char *mode_name(run_mode m)
 	switch (m) {
 	case RUN_RTT: return "rtt";
 	case RUN_IDLE: return "idle";
+	case RUN_LATENCY: return "latency";
 	default: return "load";
 	}
 }

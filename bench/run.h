@@ -37,6 +37,8 @@ typedef enum run_mode {
 	RUN_LOAD = 0, /* N publishers -> M subscribers */
 	RUN_RTT,      /* one client, publish and wait for its own message */
 	RUN_IDLE,     /* open N idle connections, report broker RSS per conn */
+	RUN_LATENCY,  /* load at a modest --rate (default 10k/s), one-way latency
+		       * with a busy-polling subscriber (shm only) */
 } run_mode;
 
 /* Bytes 0..15 of every payload: send time and sequence number. */

@@ -11,7 +11,9 @@
 # brokers), 16 B 1 pub -> 1 sub (QoS 0 and 1), fan-out 1 pub -> 10 subs,
 # 100 KB 1 -> 1 (these as fast as possible: throughput, and the latency of
 # a full window), 16 B at a fixed 10k msgs/s (one-way latency p50/p99/p99.9)
-# and round-trip latency. About a minute here. The latency scenarios also
+# and round-trip latency, then the shared-memory path (16 B msgs/s as a
+# ratio to mosquitto TCP, one-way p50 with a busy-polling subscriber next to
+# the cache-line ping-pong half-RTT, 100 KB GB/s). About two minutes here. The latency scenarios also
 # run against a third broker, shimmy-busypoll: shimmyd with
 # `shimmy_busy_poll_us 100` (it polls instead of sleeping for 100 us after
 # each network event), reported on its own rows.
@@ -46,6 +48,8 @@ for s in $SYSTEMS shimmy-busypoll; do
 	PORT[$s]=$(free_port)
 	write_conf "$TMP/$s.conf" "${PORT[$s]}" 127.0.0.1
 	[ "$s" = shimmy-busypoll ] && echo "shimmy_busy_poll_us 100" >>"$TMP/$s.conf"
+	# shimmy also listens on a Unix socket for the shared-memory path.
+	[ "$s" = shimmy ] && printf 'listener 0 %s\nshimmy_shm true\n' "$TMP/shimmy.sock" >>"$TMP/$s.conf"
 	start_broker "$s" "$TMP/$s.conf" "$TMP/$s.log"
 	PID[$s]=$BROKER_PID
 done
@@ -75,6 +79,14 @@ for s in $SYSTEMS; do run "$s" 16B_fanout_1to10 --size 16 --subs 10 --count "$(n
 for s in $SYSTEMS; do run "$s" 100KB_1to1 --size 102400 --count "$(n 20000)"; done
 for s in $SYSTEMS shimmy-busypoll; do run "$s" 16B_1to1_at10k --size 16 --rate 10000 --count "$(n 30000)" --warmup 1000; done
 for s in $SYSTEMS shimmy-busypoll; do run "$s" rtt_16B --mode rtt --size 16 --count "$(n 20000)"; done
+# Shared-memory path (libshimmy over shimmy's Unix socket, no broker hop):
+# 16 B flat out, one-way latency at 10k msgs/s with a busy-polling
+# subscriber, and 100 KB throughput. Compared below with mosquitto's TCP
+# row of the same scenario and with shimmy-hwlimits' cache-line half-RTT.
+SHM=(--transport shm --unix "$TMP/shimmy.sock")
+run shimmy shm_16B_1to1 "${SHM[@]}" --size 16 --count "$(n 20000000)" --warmup "$(n 1000000)"
+run shimmy shm_lat_16B "${SHM[@]}" --mode latency --size 16 --rate 10000 --count "$(n 30000)" --warmup 1000
+run shimmy shm_100KB_1to1 "${SHM[@]}" --size 102400 --count "$(n 100000)" --warmup 1000
 
 "$BIN/shimmy-hwlimits" --iters 200000 --csv "bench/results/$STAMP-hwlimits.csv" >"$TMP/hw.txt" 2>&1 ||
 	echo "run_bench: shimmy-hwlimits failed" >&2
@@ -82,6 +94,7 @@ for s in $SYSTEMS shimmy-busypoll; do run "$s" rtt_16B --mode rtt --size 16 --co
 # The table: one row per scenario and metric, ratio = shimmy / mosquitto.
 awk -F, '
 NR == 1 { next }
+$3 ~ /^shm_/ { next } # shared-memory rows: their own table below
 {
 	sc = $3; sys = $1
 	if (!(sc in seen)) { seen[sc] = 1; order[++n] = sc }
@@ -127,6 +140,25 @@ END {
 		if ((sc, "shimmy") in lost || (sc, "mosquitto") in lost)
 			printf "%-18s lost: shimmy %d, mosquitto %d\n", "", lost[sc, "shimmy"], lost[sc, "mosquitto"]
 	}
+}' "$CSV"
+echo
+echo "shared-memory path (shimmy-bench --transport shm; targets: >= 200x mosquitto TCP msgs/s, p50 <= 3x ping-pong half-RTT, >= 5 GB/s):"
+awk -F, -v hw="bench/results/$STAMP-hwlimits.csv" '
+BEGIN { while ((getline l < hw) > 0) { split(l, f, ","); if (f[1] == "cacheline_pingpong_rtt") half = f[2] / 2000 } }
+NR == 1 { next }
+$3 == "16B_1to1_qos0" && $1 == "mosquitto" { mq = $8 }
+$3 == "shm_16B_1to1" { shm = $8; lost16 = $13 }
+$3 == "shm_lat_16B" { p50 = $10; p99 = $11; lostl = $13 }
+$3 == "shm_100KB_1to1" { gbs = $9 / 1000; lostb = $13 }
+END {
+	printf "%-26s %14s %14s %10s %s\n", "metric", "shimmy shm", "reference", "ratio", "target"
+	printf "%-26s %14s %14s %10s %s\n", "16B 1->1 msgs/s", shm, mq " (mosq tcp)",
+		(mq > 0 && shm != "") ? sprintf("%.0fx", shm / mq) : "-", ">= 200x"
+	printf "%-26s %14s %14s %10s %s\n", "one-way p50 us @10k/s", p50, (half > 0 ? sprintf("%.3f (hw 1/2 RTT)", half) : "-"),
+		(half > 0 && p50 != "") ? sprintf("%.2fx", p50 / half) : "-", "<= 3x"
+	printf "%-26s %14s\n", "one-way p99 us @10k/s", p99
+	printf "%-26s %14s %14s %10s %s\n", "100KB 1->1 GB/s", (gbs != "" ? sprintf("%.2f", gbs) : ""), "5.00", "-", ">= 5 GB/s"
+	if (lost16 + lostl + lostb > 0) printf "lost: 16B %d, latency %d, 100KB %d\n", lost16, lostl, lostb
 }' "$CSV"
 echo
 echo "hardware limits (shimmy-hwlimits):"

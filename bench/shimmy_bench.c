@@ -46,7 +46,8 @@ static void usage(FILE *f)
 "                      /run/shimmy/shimmy.sock)\n"
 "  --mqtt-version V    4 (3.1.1, default) or 5\n"
 "Mode\n"
-"  --mode M            load (N pub -> M sub), rtt (round trip), idle (RSS/conn)\n"
+"  --mode M            load (N pub -> M sub), rtt (round trip), idle (RSS/conn),\n"
+"                      latency (shm: one-way, paced --rate (10000), busy-polling sub)\n"
 "  --pubs N --subs M   publisher and subscriber connections (1, 1)\n"
 "  --qos Q             0 or 1 (0)\n"
 "  --size B            payload bytes, >= 16 (16)\n"
@@ -193,6 +194,8 @@ int main(int argc, char **argv)
 				cfg.mode = RUN_RTT;
 			else if (strcmp(optarg, "idle") == 0)
 				cfg.mode = RUN_IDLE;
+			else if (strcmp(optarg, "latency") == 0)
+				cfg.mode = RUN_LATENCY;
 			else {
 				fprintf(stderr, "shimmy-bench: unknown mode '%s'\n", optarg);
 				return 2;
@@ -234,6 +237,12 @@ int main(int argc, char **argv)
 		      stderr);
 		return 2;
 	}
+	if (cfg.mode == RUN_LATENCY && !shm) {
+		fputs("shimmy-bench: --mode latency needs --transport shm\n", stderr);
+		return 2;
+	}
+	if (cfg.mode == RUN_LATENCY && cfg.rate <= 0)
+		cfg.rate = 10000;
 	if (!shm && strcmp(cfg.transport, "tcp") != 0) {
 		fprintf(stderr, "shimmy-bench: unknown transport '%s'\n", cfg.transport);
 		return 2;
@@ -267,6 +276,8 @@ int main(int argc, char **argv)
 				 cfg.qos);
 		else if (cfg.mode == RUN_IDLE)
 			snprintf(scenario, sizeof(scenario), "idle_conns_rss");
+		else if (cfg.mode == RUN_LATENCY)
+			snprintf(scenario, sizeof(scenario), "lat_%uB_qos0", cfg.payload);
 		else
 			snprintf(scenario, sizeof(scenario), "%uB_%up_%us_qos%u",
 				 cfg.payload, cfg.pubs, cfg.subs, cfg.qos);

@@ -130,6 +130,8 @@ struct shimmy_client {
 	uint8_t *pbuf;           /* property scratch: decoded views point here */
 	size_t pcap;
 	mqtt_props shm_props;
+	unsigned batch_idle;     /* empty shimmy_recv_batch(0) calls */
+	bool msg_props_empty;    /* c->msg.props is already the empty view */
 };
 
 /* Messages a callback-mode pump takes from shm logs per round. */
@@ -333,6 +335,7 @@ static int msg_fill(shimmy_client *c, const mqtt_publish *p)
 	c->msg.qos = p->qos;
 	c->msg.retain = p->retain;
 	props_view(&c->msg.props, c->s.cfg.version == MQTT_V5 ? &p->props : NULL);
+	c->msg_props_empty = false;
 	return 0;
 }
 
@@ -420,9 +423,12 @@ static int msg_fill_shm(shimmy_client *c, const cshm_msg *m)
 	c->msg.qos = m->qos;
 	c->msg.retain = m->retain;
 	if (m->props_len == 0) {
-		props_view(&c->msg.props, NULL); /* the common case: none */
+		if (!c->msg_props_empty) /* the common case: none, as before */
+			props_view(&c->msg.props, NULL);
+		c->msg_props_empty = true;
 		return 0;
 	}
+	c->msg_props_empty = false;
 	memset(&c->shm_props, 0, sizeof(c->shm_props));
 	if (m->props_len <= MQTT_VBI_MAX) {
 		size_t need = mqtt_vbi_size((uint32_t)m->props_len) + m->props_len;
@@ -1223,6 +1229,113 @@ void shimmy_loan_abort(shimmy_client *c, void *buf)
 	pthread_mutex_unlock(&c->mu);
 }
 
+/* ------------------------------------------------- topic-bound publisher */
+
+struct shimmy_pub {
+	shimmy_client *c;
+	char *topic;
+	cshm_wr *w;          /* pinned log writer, or NULL: MQTT path */
+	bool shm_loan;       /* the open loan is in w's ring */
+	size_t loan_len;
+	uint64_t tx_msgs, tx_bytes; /* not yet added to c->stats */
+};
+
+/* Adds p's counts to the client's (lock held). */
+static void pub_fold(shimmy_pub *p)
+{
+	p->c->stats[SHIMMY_STAT_TX_MSGS] += p->tx_msgs;
+	p->c->stats[SHIMMY_STAT_TX_BYTES] += p->tx_bytes;
+	p->tx_msgs = p->tx_bytes = 0;
+}
+
+/* (Re)binds p to its topic's log (lock held; may wait for the grant). */
+static void pub_resolve(shimmy_pub *p)
+{
+	shimmy_client *c = p->c;
+
+	if (p->w)
+		cshm_wr_unpin(c->shm, p->w);
+	p->w = NULL;
+	if (shm_route(c, p->topic, 0, 0) && c->shm)
+		p->w = cshm_wr_pin(c->shm, p->topic, strlen(p->topic));
+}
+
+int shimmy_pub_open(shimmy_client *c, const char *topic, shimmy_pub **out)
+{
+	if (!c || !topic || !out)
+		return SHIMMY_ERR_INVALID;
+	shimmy_pub *p = calloc(1, sizeof(*p));
+	if (!p || !(p->topic = strdup(topic))) {
+		free(p);
+		return SHIMMY_ERR_NOMEM;
+	}
+	p->c = c;
+	pthread_mutex_lock(&c->mu);
+	pub_resolve(p);
+	pthread_mutex_unlock(&c->mu);
+	*out = p;
+	return 0;
+}
+
+void shimmy_pub_close(shimmy_pub *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->c->mu);
+	if (p->w)
+		cshm_wr_unpin(p->c->shm, p->w);
+	pub_fold(p);
+	pthread_mutex_unlock(&p->c->mu);
+	free(p->topic);
+	free(p);
+}
+
+int shimmy_pub_loan(shimmy_pub *p, size_t len, void **buf)
+{
+	if (!p || !buf)
+		return SHIMMY_ERR_INVALID;
+	shimmy_client *c = p->c;
+	/* The fast path: the pinned writer's own spinlock, no client lock. */
+	int rc = p->w ? cshm_wr_loan(p->w, len, buf) : -ENOENT;
+	if (rc == 0) {
+		p->shm_loan = true;
+		p->loan_len = len;
+		return 0;
+	}
+	if (rc == SHIMMY_ERR_CONN_LOST) { /* the log went with the connection */
+		pthread_mutex_lock(&c->mu);
+		pub_resolve(p);
+		pthread_mutex_unlock(&c->mu);
+		if (p->w && cshm_wr_loan(p->w, len, buf) == 0) {
+			p->shm_loan = true;
+			p->loan_len = len;
+			return 0;
+		}
+	}
+	p->shm_loan = false;
+	return shimmy_loan(c, p->topic, len, buf);
+}
+
+int shimmy_pub_commit(shimmy_pub *p, void *buf)
+{
+	if (!p || !buf)
+		return SHIMMY_ERR_INVALID;
+	if (!p->shm_loan)
+		return shimmy_commit(p->c, buf, 0, 0);
+	p->shm_loan = false;
+	int rc = cshm_wr_commit(p->w, buf);
+	if (rc == 0) {
+		p->tx_msgs++;
+		p->tx_bytes += p->loan_len;
+		if ((p->tx_msgs & 4095) == 0) {
+			pthread_mutex_lock(&p->c->mu);
+			pub_fold(p);
+			pthread_mutex_unlock(&p->c->mu);
+		}
+	}
+	return rc;
+}
+
 static bool pred_all_acked(shimmy_client *c, void *arg)
 {
 	return outq_pending(&c->s.out) == 0 && c->s.inflight == 0;
@@ -1477,6 +1590,79 @@ void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg)
 	c->borrowed = false;
 	ev_sync(c, false);
 	pthread_mutex_unlock(&c->mu);
+}
+
+/* Hands up to max messages to fn (lock held), shm logs first. */
+static int batch_drain(shimmy_client *c, shimmy_batch_fn fn, void *ctx, unsigned max)
+{
+	unsigned n = 0;
+	shimmy_msg *m;
+	cshm_msg sm;
+
+	while (n < max && c->pq_n && pop_msg(c, &m) == 0) {
+		fn(m, ctx);
+		if (c->shm_borrowed) {
+			cshm_release(c->shm);
+			c->shm_borrowed = false;
+		}
+		c->borrowed = false;
+		n++;
+	}
+	/* Read positions go out every 64 records and at the end of the
+	 * drain, not at each release. */
+	if (c->shm)
+		cshm_set_batch(c->shm, 64);
+	while (n < max && c->shm && cshm_next(c->shm, &sm) == 1) {
+		c->stats[SHIMMY_STAT_RX_MSGS]++;
+		c->stats[SHIMMY_STAT_RX_BYTES] += sm.len;
+		if (msg_fill_shm(c, &sm) == 0) {
+			fn(&c->msg, ctx);
+			n++;
+		}
+		cshm_release(c->shm);
+	}
+	if (c->shm)
+		cshm_set_batch(c->shm, 1); /* publishes what is pending */
+	if (n)
+		ev_sync(c, false);
+	return (int)n;
+}
+
+int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
+		      unsigned max, int timeout_ms)
+{
+	int rc;
+
+	if (!c || !fn || !max)
+		return SHIMMY_ERR_INVALID;
+	pthread_mutex_lock(&c->mu);
+	if (c->borrowed) {
+		rc = SHIMMY_ERR_BUSY;
+	} else if (c->th_running || c->on_msg) {
+		rc = SHIMMY_ERR_STATE;
+	} else if ((rc = batch_drain(c, fn, ctx, max)) == 0) {
+		if (timeout_ms == 0) {
+			if ((++c->batch_idle & 1023) == 0 && !c->pumping) {
+				c->pumping = true;
+				pump_once(c, 0);
+				c->pumping = false;
+				rc = batch_drain(c, fn, ctx, max);
+			}
+			if (rc == 0 && c->fd < 0 && c->conn_err && !c->reconnect_at)
+				rc = c->conn_err;
+		} else {
+			uint64_t dl = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
+			shm_spin(c);
+			rc = wait_until(c, pred_has_msg, NULL, dl,
+					!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
+			if (rc == 0 || c->pq_n)
+				rc = batch_drain(c, fn, ctx, max);
+			else if (rc == SHIMMY_ERR_TIMEOUT)
+				rc = 0;
+		}
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
 }
 
 /* ------------------------------------------------------------ caller loop */

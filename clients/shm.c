@@ -16,7 +16,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "clients/include/shimmy.h"
@@ -45,7 +47,7 @@ typedef struct cshm_trk {
 	shimmy_seg slot, bell;
 } cshm_trk;
 
-typedef struct cshm_wr {
+struct cshm_wr {
 	char *topic;
 	uint16_t topic_len;
 	int state;             /* CSHM_LOG_* */
@@ -56,8 +58,23 @@ typedef struct cshm_wr {
 	shimmy_ring_loan loan;
 	bool loan_open;
 	cshm_trk *trk;         /* [CSHM_TRACK], allocated on grant */
+	/* Topic-bound publishers (shimmy_pub) use the ring without the
+	 * client's lock, under lk alone. Everything that touches w, its
+	 * tracking or its mappings while pins > 0 holds lk too (lock order:
+	 * client lock, then lk). A pinned writer dropped with its connection
+	 * becomes a zombie: dead, kept mapped until the last unpin. */
+	atomic_flag lk;
+	/* Lock-free fast path (when membarrier works, shimmy_bell_fenceless):
+	 * the publisher stores in_op = 1, then loads gate; a mutator stores
+	 * gate = 1, runs membarrier (a barrier on the publisher's CPU), waits
+	 * for in_op == 0, then takes lk. Either the publisher sees the gate
+	 * and takes lk, or the mutator sees in_op and waits it out. */
+	_Atomic int in_op, gate;
+	bool fast;
+	unsigned pins;
+	bool dead;
 	struct cshm_wr *next;
-} cshm_wr;
+};
 
 struct cshm {
 	int efd;
@@ -77,7 +94,71 @@ struct cshm {
 	cshm_wr *last_wr;      /* lookup cache */
 	uint32_t next_req;
 	uint64_t lost;
+	cshm_wr *zombies;      /* dropped while pinned */
+	uint32_t batch;        /* position batching of new readers */
 };
+
+static void wr_lock(cshm_wr *w)
+{
+	/* Acquire pairs with wr_unlock(): the holder's ring and tracking
+	 * changes are visible to the next holder. Held for a few stores. */
+	while (atomic_flag_test_and_set_explicit(&w->lk, memory_order_acquire)) {
+#if defined(__x86_64__) || defined(__i386__)
+		__builtin_ia32_pause();
+#endif
+	}
+}
+
+static void wr_unlock(cshm_wr *w)
+{
+	atomic_flag_clear_explicit(&w->lk, memory_order_release);
+}
+
+/* Mutator side (client lock held): excludes the pinned publisher. */
+static void wr_exclude(cshm_wr *w)
+{
+	if (w->fast && w->pins) {
+		atomic_store_explicit(&w->gate, 1, memory_order_relaxed);
+		(void)syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
+		/* Acquire pairs with the release store of in_op = 0. */
+		while (atomic_load_explicit(&w->in_op, memory_order_acquire)) {
+#if defined(__x86_64__) || defined(__i386__)
+			__builtin_ia32_pause();
+#endif
+		}
+	}
+	wr_lock(w);
+}
+
+static void wr_admit(cshm_wr *w)
+{
+	wr_unlock(w);
+	atomic_store_explicit(&w->gate, 0, memory_order_release);
+}
+
+/* Publisher side: enters the writer without an atomic RMW when it can. */
+static bool wr_enter(cshm_wr *w)
+{
+	if (w->fast) {
+		atomic_store_explicit(&w->in_op, 1, memory_order_relaxed);
+		/* Compiler barrier only: membarrier in wr_exclude() supplies
+		 * the CPU barrier for this store -> load pair. */
+		atomic_signal_fence(memory_order_seq_cst);
+		if (!atomic_load_explicit(&w->gate, memory_order_acquire))
+			return true;
+		atomic_store_explicit(&w->in_op, 0, memory_order_release);
+	}
+	wr_lock(w);
+	return false;
+}
+
+static void wr_leave(cshm_wr *w, bool fast)
+{
+	if (fast)
+		atomic_store_explicit(&w->in_op, 0, memory_order_release);
+	else
+		wr_unlock(w);
+}
 
 /* ---- lifetime --------------------------------------------------------- */
 
@@ -141,8 +222,10 @@ static void trk_drop(cshm_wr *w, uint32_t idx)
 {
 	if (!w->trk || idx >= CSHM_TRACK || !w->trk[idx].used)
 		return;
+	wr_exclude(w);
 	if (w->w)
 		shimmy_ring_writer_untrack(w->w, idx);
+	wr_admit(w);
 	shimmy_seg_unmap(&w->trk[idx].slot);
 	shimmy_seg_unmap(&w->trk[idx].bell);
 	w->trk[idx].used = false;
@@ -157,6 +240,16 @@ static void wr_free(cshm *s, cshm_wr *w)
 		}
 	if (s->last_wr == w)
 		s->last_wr = NULL;
+	if (w->pins) {
+		/* A shimmy_pub may be inside the ring right now: stop it at
+		 * its next call, keep the mappings until it lets go. */
+		wr_exclude(w);
+		w->dead = true;
+		wr_admit(w);
+		w->next = s->zombies;
+		s->zombies = w;
+		return;
+	}
 	if (w->loan_open && w->w)
 		shimmy_ring_abort(w->w, &w->loan);
 	for (uint32_t i = 0; w->trk && i < CSHM_TRACK; i++)
@@ -188,6 +281,14 @@ void cshm_destroy(cshm *s)
 	if (!s)
 		return;
 	cshm_conn_lost(s);
+	while (s->zombies) { /* shimmy_pub handles left open: gone too */
+		cshm_wr *z = s->zombies;
+		s->zombies = z->next;
+		z->pins = 0;
+		z->next = s->wrs;
+		s->wrs = z;
+		wr_free(s, z);
+	}
 	while (s->rds)
 		rd_free(s, s->rds);
 	close(s->efd);
@@ -306,6 +407,8 @@ static int on_attach(cshm *s, const shimmy_ctl *m, int *fds)
 					       : SHIMMY_RING_FROM_TAIL);
 	if (rc != 0)
 		goto out_slot;
+	if (s->batch > 1)
+		shimmy_ring_reader_set_batch(rd->r, s->batch);
 	rd->next = s->rds;
 	s->rds = rd;
 	return 0;
@@ -380,7 +483,9 @@ static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
 	void *bm = shimmy_seg_body(&t->bell, &bl);
 	shimmy_bell *bell = shimmy_bell_at(bm, bl);
 	t->used = true;
+	wr_exclude(w);
 	shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
+	wr_admit(w);
 	return 0;
 }
 
@@ -480,8 +585,8 @@ int cshm_publish(cshm *s, const char *topic, size_t tlen, const uint8_t *props,
 	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
 	if (!w || w->state != CSHM_LOG_READY)
 		return -ENOENT;
-	if (w->loan_open)
-		return SHIMMY_ERR_BUSY;
+	if (w->pins || w->loan_open)
+		return SHIMMY_ERR_BUSY; /* a shimmy_pub owns the ring */
 	if (props_len > UINT32_MAX || len > UINT32_MAX)
 		return MQTT_ERR_TOO_LARGE;
 	return shimmy_ring_publish(w->w, props, (uint32_t)props_len, payload,
@@ -493,8 +598,8 @@ int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf)
 	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
 	if (!w || w->state != CSHM_LOG_READY)
 		return -ENOENT;
-	if (w->loan_open)
-		return SHIMMY_ERR_BUSY;
+	if (w->pins || w->loan_open)
+		return SHIMMY_ERR_BUSY; /* a shimmy_pub owns the ring */
 	if (len > UINT32_MAX)
 		return MQTT_ERR_TOO_LARGE;
 	int rc = shimmy_ring_reserve(w->w, 0, (uint32_t)len, 0, &w->loan);
@@ -505,10 +610,71 @@ int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf)
 	return 0;
 }
 
+cshm_wr *cshm_wr_pin(cshm *s, const char *topic, size_t tlen)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
+	if (!w || w->state != CSHM_LOG_READY || w->loan_open)
+		return NULL;
+	w->pins++;
+	w->fast = shimmy_bell_fenceless();
+	return w;
+}
+
+void cshm_wr_unpin(cshm *s, cshm_wr *w)
+{
+	if (!w || --w->pins)
+		return;
+	for (cshm_wr **pp = &s->zombies; *pp; pp = &(*pp)->next)
+		if (*pp == w) {
+			*pp = w->next;
+			w->next = s->wrs; /* wr_free unlinks it from wrs */
+			s->wrs = w;
+			wr_free(s, w);
+			return;
+		}
+}
+
+int cshm_wr_loan(cshm_wr *w, size_t len, void **buf)
+{
+	int rc;
+
+	if (len > UINT32_MAX)
+		return MQTT_ERR_TOO_LARGE;
+	bool fast = wr_enter(w);
+	if (w->dead)
+		rc = SHIMMY_ERR_CONN_LOST;
+	else if (w->loan_open)
+		rc = SHIMMY_ERR_BUSY;
+	else if ((rc = shimmy_ring_reserve(w->w, 0, (uint32_t)len, 0,
+					   &w->loan)) == 0) {
+		w->loan_open = true;
+		*buf = w->loan.payload;
+	}
+	wr_leave(w, fast);
+	return rc;
+}
+
+int cshm_wr_commit(cshm_wr *w, void *buf)
+{
+	int rc;
+
+	bool fast = wr_enter(w);
+	if (w->dead)
+		rc = SHIMMY_ERR_CONN_LOST; /* the log went with the connection */
+	else if (!w->loan_open || w->loan.payload != buf)
+		rc = -ENOENT;
+	else {
+		w->loan_open = false;
+		rc = shimmy_ring_commit(w->w, &w->loan, 0, 0);
+	}
+	wr_leave(w, fast);
+	return rc;
+}
+
 static cshm_wr *wr_of_loan(const cshm *s, const void *buf)
 {
 	for (cshm_wr *w = s ? s->wrs : NULL; w; w = w->next)
-		if (w->loan_open && w->loan.payload == buf)
+		if (!w->pins && w->loan_open && w->loan.payload == buf)
 			return w;
 	return NULL;
 }
@@ -626,6 +792,15 @@ int cshm_release(cshm *s)
 	if (rc == -ESTALE)
 		s->lost++;
 	return rc;
+}
+
+void cshm_set_batch(cshm *s, uint32_t n)
+{
+	if (!s)
+		return;
+	s->batch = n;
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		shimmy_ring_reader_set_batch(rd->r, n);
 }
 
 static int ready_fn(void *ctx)

@@ -17,8 +17,10 @@
  * kept as orphans and drained, and a new negotiation starts afresh.
  *
  * Thread model: called with the client's lock held, by one thread at a
- * time; one bridge thread per negotiated session touches only the bell
- * and the eventfd.
+ * time, except cshm_wr_loan/commit on a pinned writer (shimmy_pub's
+ * thread, lock-free against the client lock holder; see cshm_wr_pin);
+ * one bridge thread per negotiated session touches only the bell and
+ * the eventfd.
  */
 #ifndef SHIMMY_CLIENTS_SHM_H
 #define SHIMMY_CLIENTS_SHM_H
@@ -93,6 +95,20 @@ void cshm_loan_info(const cshm *s, const void *buf, const char **topic,
 		    size_t *tlen, size_t *len);
 void cshm_abort(cshm *s, void *buf);
 
+/* Topic-bound fast path (shimmy_pub). cshm_wr_pin() (client lock held)
+ * returns topic's granted writer, pinned: its memory and mappings stay
+ * valid until cshm_wr_unpin() (client lock held), even after
+ * cshm_conn_lost() (it is then dead). While pinned, the other publish
+ * calls on that topic return SHIMMY_ERR_BUSY (MQTT carries them).
+ * cshm_wr_loan/commit need NOT the client lock: they take the writer's
+ * own spinlock, and return SHIMMY_ERR_CONN_LOST once it is dead. One
+ * thread at a time per pinned writer. */
+typedef struct cshm_wr cshm_wr;
+cshm_wr *cshm_wr_pin(cshm *s, const char *topic, size_t tlen);
+void cshm_wr_unpin(cshm *s, cshm_wr *w);
+int cshm_wr_loan(cshm_wr *w, size_t len, void **buf);
+int cshm_wr_commit(cshm_wr *w, void *buf);
+
 /* Subscriber side. Borrows the next message of any log (bounded work).
  * Returns 1 (*m filled, valid until cshm_release), 0 (nothing now) or
  * SHIMMY_ERR_BUSY (a borrow is outstanding). */
@@ -100,6 +116,9 @@ int cshm_next(cshm *s, cshm_msg *m);
 /* Ends the borrow; returns 0, or -ESTALE when the bytes were overwritten
  * while borrowed (the message counts as lost). */
 int cshm_release(cshm *s);
+/* Position batching for every log read (shimmy_ring_reader_set_batch);
+ * n = 1 publishes what is pending. */
+void cshm_set_batch(cshm *s, uint32_t n);
 /* 1 when cshm_next() would find something. */
 int cshm_has_data(cshm *s);
 /* Number of logs read (subscriptions served through shared memory). */

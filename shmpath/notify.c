@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -20,13 +21,15 @@
  * | 0   | 4    | seq     | notifiers (futex word)             |
  * | 4   | 4    | waiters | sleepers (armed count)             |
  * | 8   | 4    | magic   | "BELL", at init                    |
- * | 12  | 52   | reserved| 0                                  |
+ * | 12  | 4    | rung    | notifiers set, sleepers' arm clears|
+ * | 16  | 48   | reserved| 0                                  |
  */
 struct shimmy_bell {
 	_Atomic uint32_t seq;
 	_Atomic uint32_t waiters;
 	uint32_t magic;
-	uint8_t reserved[52];
+	_Atomic uint32_t rung;
+	uint8_t reserved[48];
 };
 _Static_assert(sizeof(struct shimmy_bell) == SHIMMY_BELL_SIZE, "bell size");
 
@@ -45,6 +48,27 @@ static inline void cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
 #endif
+}
+
+/* 0 unknown, 1 registered, -1 unsupported. */
+static _Atomic int fenceless_state;
+
+int shimmy_bell_fenceless(void)
+{
+	int st = atomic_load_explicit(&fenceless_state, memory_order_acquire);
+	long q;
+
+	if (st)
+		return st > 0;
+	q = syscall(SYS_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+	st = -1;
+	if (q > 0 && (q & MEMBARRIER_CMD_GLOBAL_EXPEDITED) &&
+	    (q & MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED) &&
+	    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED,
+		    0, 0) == 0)
+		st = 1;
+	atomic_store_explicit(&fenceless_state, st, memory_order_release);
+	return st > 0;
 }
 
 shimmy_bell *shimmy_bell_init(void *mem, size_t len)
@@ -77,7 +101,15 @@ void shimmy_bell_notify(shimmy_bell *b, unsigned flags)
 	 * see waiters != 0 or the sleeper sees our data and does not sleep. */
 	if (!(flags & SHIMMY_BELL_FENCED))
 		atomic_thread_fence(memory_order_seq_cst);
-	if (atomic_load_explicit(&b->waiters, memory_order_relaxed) == 0)
+	/* Acquire pairs with the sleeper's seq_cst waiters RMW in arm(),
+	 * which follows its store of rung = 0. */
+	if (atomic_load_explicit(&b->waiters, memory_order_acquire) == 0)
+		return;
+	/* One wake per sleep: the first notifier after an arm rings, the
+	 * commits that follow until the sleeper disarms cost a load. A
+	 * forged rung only delays a sleeper by its slice. */
+	if (atomic_load_explicit(&b->rung, memory_order_relaxed) ||
+	    atomic_exchange_explicit(&b->rung, 1, memory_order_relaxed))
 		return;
 	/* Release: a sleeper that reads the new seq (FUTEX_WAIT's value check
 	 * or shimmy_bell_forward()'s load) also sees the data published before
@@ -91,7 +123,14 @@ uint32_t shimmy_bell_arm(shimmy_bell *b)
 	/* seq_cst RMW: the sleeper half of the Dekker pair described in
 	 * shimmy_bell_notify(); the following seq load and the caller's
 	 * re-check of its data cannot move above it. */
+	atomic_store_explicit(&b->rung, 0, memory_order_relaxed);
 	atomic_fetch_add_explicit(&b->waiters, 1, memory_order_seq_cst);
+	/* Heavy half of the asymmetric Dekker (shimmy_bell_fenceless()):
+	 * a full barrier on every CPU running a registered notifier, so a
+	 * notifier that skipped its fence has its data stores visible to
+	 * our re-check, or sees waiters != 0. Harmless when nobody is
+	 * registered; if it fails, the sleep slice bounds a missed wake. */
+	(void)syscall(SYS_membarrier, MEMBARRIER_CMD_GLOBAL_EXPEDITED, 0, 0);
 	/* Acquire pairs with the notifier's release increment of seq. */
 	return atomic_load_explicit(&b->seq, memory_order_acquire);
 }

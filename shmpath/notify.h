@@ -7,7 +7,8 @@
  * on seq with FUTEX_WAIT (shared, not FUTEX_PRIVATE, so it works between
  * processes on a MAP_SHARED file mapping). A notifier publishes its data,
  * issues a seq_cst fence, and only when waiters != 0 bumps seq and calls
- * FUTEX_WAKE; with no sleeper a notify costs one fence and one load.
+ * FUTEX_WAKE; with no sleeper a notify costs one fence and one load, or
+ * just the load in a process registered by shimmy_bell_fenceless().
  *
  * One bell per subscriber: a subscriber reading many logs sleeps once, on
  * its own bell, and every log writer it reads from rings that bell.
@@ -44,6 +45,18 @@ enum {
 	 * publishing its data (lets one fence cover many bells). */
 	SHIMMY_BELL_FENCED = 1u << 0,
 };
+
+/*
+ * Asymmetric Dekker (membarrier(2)). Registers the calling process with
+ * MEMBARRIER_CMD_REGISTER_GLOBAL_EXPEDITED (once per process) and returns 1
+ * when that worked: the process may then notify with SHIMMY_BELL_FENCED
+ * without issuing the seq_cst fence, because every sleeper's arm() runs
+ * MEMBARRIER_CMD_GLOBAL_EXPEDITED, which puts a full barrier on every CPU
+ * running a registered thread. The per-message notify becomes one plain
+ * load; the barrier cost moves to the side that is about to sleep anyway.
+ * Returns 0 when unsupported (keep fencing). Thread-safe.
+ */
+int shimmy_bell_fenceless(void);
 
 /* Formats a bell in mem (>= SHIMMY_BELL_SIZE bytes, 64-byte aligned) and
  * returns it, or NULL when mem is too small or misaligned. */

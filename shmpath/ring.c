@@ -30,6 +30,8 @@
 /* Tries of the attach-time seqlock before falling back to an unknown seq. */
 #define ATTACH_TRIES 1000
 #define SPIN_BEFORE_YIELD 256
+/* Empty polls between two heartbeat updates (power of two). */
+#define HEARTBEAT_POLLS 256u
 
 static int64_t now_ns(void)
 {
@@ -286,7 +288,9 @@ struct shimmy_ring_writer {
 	uint32_t pend_rec;
 	int pending;
 	int reliable;
+	int fenceless;          /* shimmy_bell_fenceless() */
 	unsigned nbells;
+	shimmy_bell **bells;    /* [nbells]: the tracked bells, compact */
 	struct wr_track tr[];
 };
 
@@ -305,9 +309,12 @@ int shimmy_ring_writer_create(shimmy_ring_writer **out, void *mem, size_t len)
 
 	if (rc)
 		return rc;
-	w = calloc(1, sizeof(*w) + v.readers_max * sizeof(w->tr[0]));
+	w = calloc(1, sizeof(*w) + v.readers_max * sizeof(w->tr[0]) +
+			      v.readers_max * sizeof(shimmy_bell *));
 	if (!w)
 		return MQTT_ERR_NOMEM;
+	w->bells = (shimmy_bell **)(void *)&w->tr[v.readers_max];
+	w->fenceless = shimmy_bell_fenceless();
 	w->v = v;
 	w->reliable = !!(v.flags & RING_F_RELIABLE);
 	w->tail = atomic_load_explicit(&v.hdr->tail, memory_order_relaxed);
@@ -339,7 +346,8 @@ int shimmy_ring_writer_track(shimmy_ring_writer *w, uint32_t idx,
 	w->tr[idx].slot = slot;
 	w->tr[idx].bell = bell;
 	w->tr[idx].seen = 0;
-	w->nbells += bell != NULL;
+	if (bell)
+		w->bells[w->nbells++] = bell;
 	w->min_cache = 0; /* a new reader may be behind: rescan */
 	return 0;
 }
@@ -348,7 +356,11 @@ void shimmy_ring_writer_untrack(shimmy_ring_writer *w, uint32_t idx)
 {
 	if (idx >= w->v.readers_max || !w->tr[idx].slot)
 		return;
-	w->nbells -= w->tr[idx].bell != NULL;
+	for (unsigned i = 0; w->tr[idx].bell && i < w->nbells; i++)
+		if (w->bells[i] == w->tr[idx].bell) {
+			w->bells[i] = w->bells[--w->nbells];
+			break;
+		}
 	memset(&w->tr[idx], 0, sizeof(w->tr[idx]));
 }
 
@@ -549,11 +561,16 @@ void shimmy_ring_wake(shimmy_ring_writer *w)
 	if (!w->nbells)
 		return;
 	/* One seq_cst fence for all bells: the notifier half of the Dekker
-	 * pair in notify.c, ordering our commits before the waiters loads. */
-	atomic_thread_fence(memory_order_seq_cst);
-	for (uint32_t i = 0; i < w->v.readers_max; i++)
-		if (w->tr[i].bell)
-			shimmy_bell_notify(w->tr[i].bell, SHIMMY_BELL_FENCED);
+	 * pair in notify.c, ordering our commits before the waiters loads.
+	 * Registered for membarrier, the sleepers' arm() supplies that
+	 * barrier instead; the compiler barrier keeps the commit stores in
+	 * program order before the loads. */
+	if (w->fenceless)
+		atomic_signal_fence(memory_order_seq_cst);
+	else
+		atomic_thread_fence(memory_order_seq_cst);
+	for (unsigned i = 0; i < w->nbells; i++)
+		shimmy_bell_notify(w->bells[i], SHIMMY_BELL_FENCED);
 }
 
 int shimmy_ring_commit(shimmy_ring_writer *w, shimmy_ring_loan *loan,
@@ -656,6 +673,8 @@ struct shimmy_ring_reader {
 	uint64_t lost_total, lost_pending;
 	uint32_t idx;
 	uint32_t borrow_len; /* rec_len of the record on loan */
+	uint32_t batch, unpub; /* publish position every batch advances */
+	uint32_t empty_polls;  /* heartbeat every HEARTBEAT_POLLS of them */
 	int reliable;
 	int borrowed;
 };
@@ -665,6 +684,27 @@ static void publish_pos(shimmy_ring_reader *r)
 	/* Release pairs with the writer's acquire load in reader_pos(): our
 	 * reads of everything below pos happen before it overwrites it. */
 	atomic_store_explicit(&r->slot->position, r->pos, memory_order_release);
+	r->unpub = 0;
+}
+
+/* After consuming a record: publishes the position every r->batch. */
+static inline void advance_pos(shimmy_ring_reader *r)
+{
+	if (++r->unpub >= r->batch)
+		publish_pos(r);
+}
+
+void shimmy_ring_reader_set_batch(shimmy_ring_reader *r, uint32_t n)
+{
+	r->batch = n ? n : 1;
+	if (r->unpub)
+		publish_pos(r);
+}
+
+void shimmy_ring_reader_sync(shimmy_ring_reader *r)
+{
+	if (r->unpub)
+		publish_pos(r);
 }
 
 int shimmy_ring_reader_create(shimmy_ring_reader **out, const void *mem,
@@ -719,6 +759,7 @@ int shimmy_ring_reader_create(shimmy_ring_reader **out, const void *mem,
 	r->gen = gen;
 	r->pos = pos;
 	r->next_seq = seq;
+	r->batch = 1;
 	r->reliable = !!(v.flags & RING_F_RELIABLE);
 	atomic_store_explicit(&s->pid, (uint32_t)getpid(), memory_order_relaxed);
 	atomic_store_explicit(&s->position, pos, memory_order_relaxed);
@@ -759,6 +800,8 @@ static int reader_empty(shimmy_ring_reader *r)
 {
 	struct rec_view rv;
 
+	if (r->unpub)
+		publish_pos(r); /* caught up: let the writer see it */
 	if (reader_detached(r))
 		return -ENOLINK;
 	if (reader_closed(r)) {
@@ -768,8 +811,11 @@ static int reader_empty(shimmy_ring_reader *r)
 			return -EPIPE;
 		return 0;
 	}
-	atomic_store_explicit(&r->slot->heartbeat_ns, (uint64_t)now_ns(),
-			      memory_order_relaxed);
+	/* A busy-polling reader would otherwise read the clock on every
+	 * empty poll; the heartbeat is diagnostics, coarse is enough. */
+	if ((r->empty_polls++ & (HEARTBEAT_POLLS - 1)) == 0)
+		atomic_store_explicit(&r->slot->heartbeat_ns,
+				      (uint64_t)now_ns(), memory_order_relaxed);
 	return 0;
 }
 
@@ -806,7 +852,7 @@ static int reader_next(shimmy_ring_reader *r, shimmy_ring_msg *msg,
 				rc = REC_LAPPED;
 			else {
 				r->pos += rv.rec_len;
-				publish_pos(r);
+				advance_pos(r);
 				continue;
 			}
 		}
@@ -853,7 +899,7 @@ static int reader_next(shimmy_ring_reader *r, shimmy_ring_msg *msg,
 			r->borrow_len = rv.rec_len;
 		} else {
 			r->pos += rv.rec_len;
-			publish_pos(r);
+			advance_pos(r);
 		}
 		if (lost)
 			atomic_store_explicit(&r->slot->lost, r->lost_total,
@@ -883,7 +929,7 @@ int shimmy_ring_release(shimmy_ring_reader *r, const shimmy_ring_msg *msg)
 	r->borrowed = 0;
 	stale = ring_overrun(&r->v, r->pos);
 	r->pos += r->borrow_len;
-	publish_pos(r);
+	advance_pos(r);
 	if (stale) {
 		r->lost_total++;
 		r->lost_pending++;

@@ -234,6 +234,17 @@ int shimmy_ring_receive(shimmy_ring_reader *r, shimmy_ring_msg *msg,
  * effects; usable as a shimmy_bell_ready_fn (ctx = reader). */
 int shimmy_ring_reader_ready(void *reader);
 
+/*
+ * Position batching: publish this reader's position (the line the writer
+ * polls for flow control) only every n consumed records, and whenever the
+ * reader finds the log empty or resyncs, instead of at every release.
+ * n = 0 or 1: every release (the default). A batching reader holds a
+ * reliable writer back by at most n records while it is busy.
+ * shimmy_ring_reader_sync() publishes now. No allocation, no blocking.
+ */
+void shimmy_ring_reader_set_batch(shimmy_ring_reader *r, uint32_t n);
+void shimmy_ring_reader_sync(shimmy_ring_reader *r);
+
 /* Cumulative messages lost by this reader. */
 uint64_t shimmy_ring_reader_lost(const shimmy_ring_reader *r);
 

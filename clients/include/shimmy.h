@@ -44,7 +44,8 @@
  *     it queued.
  *
  * Thread model: a client may be used from several threads; every call
- * takes the client's lock. Callbacks run without the lock held, so they may
+ * takes the client's lock (except shimmy_pub_loan/commit on a log, which
+ * take only their handle's: see shimmy_pub_open). Callbacks run without the lock held, so they may
  * publish, subscribe or unsubscribe on the same client, but must not call
  * shimmy_client_destroy(), shimmy_client_stop_thread() or a blocking
  * shimmy_recv() on it. Only one thread at a time drives the protocol
@@ -256,6 +257,27 @@ int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
 int shimmy_commit(shimmy_client *c, void *buf, int qos, unsigned flags);
 void shimmy_loan_abort(shimmy_client *c, void *buf);
 
+/*
+ * Topic-bound publisher (QoS 0, not retained): shimmy_pub_open() resolves
+ * topic once (asking the broker for a log over shm, one round trip, like
+ * the first publish) and returns a handle (caller owns; shimmy_pub_close()
+ * before destroying c). Over shm, shimmy_pub_loan()/shimmy_pub_commit()
+ * do not take the client's lock: the handle owns its topic's log (other
+ * publishes on that topic take MQTT while it is open) and guards it with
+ * a spinlock of its own, so a message costs a ring reserve, the fill and
+ * a release-store commit, no syscall (a sleeping reader costs one load to
+ * check, and one FUTEX_WAKE per sleep). Without a log, or after the
+ * connection is lost (commit then returns SHIMMY_ERR_CONN_LOST and the
+ * next loan rebinds), they fall back to shimmy_loan()/shimmy_commit().
+ * Statistics are folded into the client's every 4096 messages and at
+ * close. One thread at a time per handle; one loan open per handle.
+ */
+typedef struct shimmy_pub shimmy_pub;
+int shimmy_pub_open(shimmy_client *c, const char *topic, shimmy_pub **out);
+void shimmy_pub_close(shimmy_pub *p);
+int shimmy_pub_loan(shimmy_pub *p, size_t len, void **buf);
+int shimmy_pub_commit(shimmy_pub *p, void *buf);
+
 /* Waits until everything queued is written and every QoS 1/2 publish is
  * acknowledged, at most timeout_ms (< 0: option timeout). */
 int shimmy_client_flush(shimmy_client *c, int timeout_ms);
@@ -311,6 +333,22 @@ void shimmy_client_set_on_connection(shimmy_client *c, shimmy_on_connection cb, 
 int shimmy_recv(shimmy_client *c, shimmy_msg **msg, int timeout_ms);
 int shimmy_try_recv(shimmy_client *c, shimmy_msg **msg);
 void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg);
+
+/*
+ * Batch receive (pull mode): hands up to max messages to fn, one after the
+ * other, under a single lock acquisition, releasing each when fn returns
+ * and publishing the shm read positions once per batch. m is borrowed for
+ * the call of fn. fn runs WITH the client's lock held: it must not call
+ * any shimmy_* function on c. timeout_ms 0 never blocks and never makes a
+ * syscall when a shm log has data (a busy-polling subscriber calls it in a
+ * loop; it reads the socket once per 1024 empty calls); > 0 waits like
+ * shimmy_recv() (spin, then sleep) for the first message; < 0 forever.
+ * Returns the number of messages handed out (0 when none), or an error as
+ * shimmy_recv() does (SHIMMY_ERR_TIMEOUT is reported as 0).
+ */
+typedef void (*shimmy_batch_fn)(const shimmy_msg *m, void *ctx);
+int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
+		      unsigned max, int timeout_ms);
 
 /*
  * Caller-driven loop. shimmy_client_fd() is an fd to poll for POLLIN; it is

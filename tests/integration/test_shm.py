@@ -206,6 +206,22 @@ class TestPaths(ShmBase):
         self.shm_pub("wc2/a/b/c", ["second"])
         self.assertEqual(sorted(self.finish(sub)), ["wc/new/x first", "wc2/a/b/c second"])
 
+    def test_bench_pub_handle_and_batch_receive(self):
+        # shimmy-bench's shm mode publishes through a topic-bound
+        # shimmy_pub (no client lock) and receives with shimmy_recv_batch;
+        # with its window no message may be lost, in load and latency mode.
+        bench = os.path.join(BIN, "shimmy-bench")
+        if not os.access(bench, os.X_OK):
+            self.skipTest("shimmy-bench not built")
+        for mode in (["--mode", "load", "--count", "200000"],
+                     ["--mode", "latency", "--count", "2000", "--rate", "20000"]):
+            p = self.spawn([bench, "--transport", "shm", "--unix", self.sock(), "--size", "64",
+                            "--warmup", "100", "--csv", "-", "--quiet"] + mode)
+            rows = self.finish(p, timeout=60)
+            f = rows[-1].split(",")
+            self.assertEqual(f[12], "0", rows)  # lost
+            self.assertGreater(float(f[7]), 0, rows)  # msgs/s
+
     def test_subscriber_mapping_is_read_only(self):
         sub = self.spawn([PROBE, self.sock(), "rocheck", "ro/#"])
         time.sleep(0.3)

@@ -193,6 +193,45 @@ static void test_loan_borrow(void **state)
 	fx_fini(&f);
 }
 
+/* Position batching: the slot's position moves every n records, and at
+ * once when the reader finds the log empty or calls sync. */
+static void test_position_batching(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	const struct slot_page *sp;
+	uint64_t p0;
+
+	(void)state;
+	fx_init(&f, 64 << 10, SHIMMY_RING_RELIABLE);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	sp = (const struct slot_page *)(const void *)f.slots;
+	shimmy_ring_reader_set_batch(r, 4);
+	p0 = atomic_load(&sp->position);
+	for (uint64_t i = 1; i <= 6; i++)
+		assert_int_equal(pub(f.w, i, 10, 0), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+		assert_int_equal(shimmy_ring_release(r, &m), 0);
+	}
+	assert_int_equal(atomic_load(&sp->position), p0); /* 3 < 4 */
+	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+	assert_int_equal(shimmy_ring_release(r, &m), 0);
+	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 64);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+	assert_int_equal(shimmy_ring_release(r, &m), 0);
+	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 64);
+	shimmy_ring_reader_sync(r);
+	assert_int_equal(atomic_load(&sp->position), p0 + 5 * 64);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+	assert_int_equal(shimmy_ring_release(r, &m), 0);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 0); /* empty: published */
+	assert_int_equal(atomic_load(&sp->position), p0 + 6 * 64);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
 static void test_wrap_around(void **state)
 {
 	struct fx f;
@@ -714,6 +753,7 @@ int main(void)
 		cmocka_unit_test(test_garbage_header_rejected),
 		cmocka_unit_test(test_corrupt_records_rejected),
 		cmocka_unit_test(test_reader_on_readonly_segment),
+		cmocka_unit_test(test_position_batching),
 		cmocka_unit_test(test_thread_stress_lossy),
 		cmocka_unit_test(test_thread_stress_reliable),
 		cmocka_unit_test(test_process_stress),
