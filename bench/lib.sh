@@ -45,7 +45,7 @@ wait_port() {
 start_broker() {
 	local sys=$1 conf=$2 log=$3 ns=${4:-} exe
 	case $sys in
-	shimmy | shimmy-busypoll) exe="$BIN/shimmyd" ;;
+	shimmy | shimmy-busypoll | shimmy-shm) exe="$BIN/shimmyd" ;;
 	mosquitto) exe="$MOSQUITTO" ;;
 	*) echo "unknown system $sys" >&2; return 1 ;;
 	esac

@@ -56,7 +56,10 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 OUT=bench/results/paper-$STAMP
 CSV=$OUT.csv
 
-SYSTEMS="shimmy mosquitto"
+# shimmy-shm: Shimmy's shared-memory path (publisher and subscriber on the
+# broker's Unix socket, data through shared-memory logs): local only, as it
+# is in the paper; across hosts it needs federation.
+SYSTEMS="shimmy shimmy-shm mosquitto"
 if "$BENCH" --kafka mock --count 10 --warmup 0 --quiet >/dev/null 2>&1; then
 	SYSTEMS="$SYSTEMS kafka-mock"
 else
@@ -84,6 +87,8 @@ one() {
 	echo "run_paper: $loc $sys ${size}B x $count" >&2
 	if [ "$sys" = kafka-mock ]; then
 		args=(--kafka mock)
+	elif [ "$sys" = shimmy-shm ]; then
+		args=(--system "$sys" --transport shm --unix "$TMP/shm.sock" --broker-pid "$PID")
 	elif [ "$loc" = local ]; then
 		args=(--system "$sys" --port "$PORT" --broker-pid "$PID")
 	else
@@ -104,6 +109,7 @@ for sys in $SYSTEMS; do
 	if [ "$sys" = kafka-mock ]; then grid local "$sys"; continue; fi
 	PORT=$(free_port)
 	write_conf "$TMP/$sys.conf" "$PORT" 127.0.0.1
+	[ "$sys" = shimmy-shm ] && printf 'listener 0 %s\nshimmy_shm true\n' "$TMP/shm.sock" >>"$TMP/$sys.conf"
 	start_broker "$sys" "$TMP/$sys.conf" "$TMP/$sys.log"
 	PID=$BROKER_PID
 	wait_port 127.0.0.1 "$PORT" || { cat "$TMP/$sys.log" >&2; exit 1; }
@@ -118,6 +124,7 @@ if [ "$REMOTE" = 1 ]; then
 	else
 		for sys in $SYSTEMS; do
 			[ "$sys" = kafka-mock ] && continue # in-process: no remote path
+			[ "$sys" = shimmy-shm ] && continue # same host only (federation: later)
 			PORT=$(free_port)
 			write_conf "$TMP/$sys-r.conf" "$PORT" $ADDR_B
 			start_broker "$sys" "$TMP/$sys-r.conf" "$TMP/$sys-r.log" "$NS_B"
