@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "shmpath/spin_int.h"
+
 /*
  * Bell layout (64 bytes, one cache line):
  *
@@ -35,20 +37,6 @@ _Static_assert(sizeof(struct shimmy_bell) == SHIMMY_BELL_SIZE, "bell size");
 
 #define BELL_MAGIC 0x4c4c4542u /* "BELL" */
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
 
 /* 0 unknown, 1 registered, -1 unsupported. */
 static _Atomic int fenceless_state;

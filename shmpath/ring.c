@@ -23,6 +23,7 @@
 
 #include "mqtt/error.h"
 #include "shmpath/ring_int.h"
+#include "shmpath/spin_int.h"
 
 /* Records a reader walks per call (pads, resyncs) before it gives up and
  * returns 0: bounds the work a hostile writer can cause. */
@@ -33,20 +34,6 @@
 /* Empty polls between two heartbeat updates (power of two). */
 #define HEARTBEAT_POLLS 256u
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static inline void cpu_relax(void)
-{
-#if defined(__x86_64__) || defined(__i386__)
-	__builtin_ia32_pause();
-#endif
-}
 
 static inline uint64_t align_up(uint64_t x)
 {
