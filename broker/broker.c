@@ -552,6 +552,18 @@ static void send_ack(broker_conn *c, mqtt_type type, uint16_t pid,
 	send_pkt(c, c->version, &pkt);
 }
 
+/* Acknowledges an incoming PUBLISH as its QoS asks (PUBACK for 1, PUBREC
+ * for 2, nothing for 0) with `reason`. Returns false for QoS 0. */
+static bool ack_publish(broker_conn *c, const mqtt_publish *pub,
+			uint8_t reason)
+{
+	if (pub->qos == 0)
+		return false;
+	send_ack(c, pub->qos == 1 ? MQTT_PUBACK : MQTT_PUBREC, pub->packet_id,
+		 reason);
+	return true;
+}
+
 /*
  * Closes c for a protocol reason: v5 peers past CONNACK get a DISCONNECT
  * with `reason` first. The will is sent when the transport goes.
@@ -1382,10 +1394,7 @@ static void handle_shm_ctl(broker *b, broker_conn *c, const mqtt_publish *pub,
 		}
 		return;
 	}
-	if (pub->qos == 1)
-		send_ack(c, MQTT_PUBACK, pub->packet_id, MQTT_RC_NOT_AUTHORIZED);
-	else if (pub->qos == 2)
-		send_ack(c, MQTT_PUBREC, pub->packet_id, MQTT_RC_NOT_AUTHORIZED);
+	ack_publish(c, pub, MQTT_RC_NOT_AUTHORIZED);
 }
 
 /* After SUBSCRIBE/UNSUBSCRIBE of c: shm logs to attach or detach, and
@@ -2022,12 +2031,7 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 			  "Denied PUBLISH from %s (q%d, r%d, '%.*s', ... (%u bytes)).",
 			  conn_id(c), pub->qos, pub->retain ? 1 : 0,
 			  (int)topic.len, topic.ptr, pub->payload.len);
-		if (pub->qos == 1)
-			send_ack(c, MQTT_PUBACK, pub->packet_id,
-				 MQTT_RC_NOT_AUTHORIZED);
-		else if (pub->qos == 2)
-			send_ack(c, MQTT_PUBREC, pub->packet_id,
-				 MQTT_RC_NOT_AUTHORIZED);
+		ack_publish(c, pub, MQTT_RC_NOT_AUTHORIZED);
 		return;
 	}
 	if (cfg->message_size_limit &&
@@ -2036,12 +2040,7 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 			  "Dropped too large PUBLISH from %s (q%d, r%d, '%.*s', ... (%u bytes)).",
 			  conn_id(c), pub->qos, pub->retain ? 1 : 0,
 			  (int)topic.len, topic.ptr, pub->payload.len);
-		if (pub->qos == 1)
-			send_ack(c, MQTT_PUBACK, pub->packet_id,
-				 MQTT_RC_PACKET_TOO_LARGE);
-		else if (pub->qos == 2)
-			send_ack(c, MQTT_PUBREC, pub->packet_id,
-				 MQTT_RC_PACKET_TOO_LARGE);
+		ack_publish(c, pub, MQTT_RC_PACKET_TOO_LARGE);
 		return;
 	}
 	if (v5 && (pub->props.present &
@@ -2054,13 +2053,7 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 		log_write(b->log, LOG_NOTICE,
 			  "Client %s sent a PUBLISH on %.*s marked UTF-8 that is not.",
 			  conn_id(c), (int)topic.len, topic.ptr);
-		if (pub->qos == 1)
-			send_ack(c, MQTT_PUBACK, pub->packet_id,
-				 MQTT_RC_PAYLOAD_FORMAT_INVALID);
-		else if (pub->qos == 2)
-			send_ack(c, MQTT_PUBREC, pub->packet_id,
-				 MQTT_RC_PAYLOAD_FORMAT_INVALID);
-		else
+		if (!ack_publish(c, pub, MQTT_RC_PAYLOAD_FORMAT_INVALID))
 			conn_fail(c, MQTT_RC_PAYLOAD_FORMAT_INVALID);
 		return;
 	}
@@ -2102,10 +2095,7 @@ static void handle_publish(broker *b, broker_conn *c, const mqtt_publish *pub,
 	int matched = publish_msg(b, m, now_ms);
 	msg_unref(m);
 	uint8_t rc = matched ? 0 : MQTT_RC_NO_MATCHING_SUBSCRIBERS;
-	if (pub->qos == 1)
-		send_ack(c, MQTT_PUBACK, pub->packet_id, rc);
-	else if (pub->qos == 2)
-		send_ack(c, MQTT_PUBREC, pub->packet_id, rc);
+	ack_publish(c, pub, rc);
 }
 
 /* ---- acknowledgements in ---------------------------------------------- */

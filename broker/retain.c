@@ -57,13 +57,9 @@ void retain_destroy(retain_store *r)
 		return;
 	rt_node *n = &r->root;
 	while (n) {
-		if (strmap_count(&n->children)) {
-			for (uint32_t i = 0; i < n->children.cap; i++) {
-				if (n->children.tab[i].key) {
-					n = n->children.tab[i].val;
-					break;
-				}
-			}
+		rt_node *child = strmap_any(&n->children);
+		if (child) {
+			n = child;
 			continue;
 		}
 		rt_node *parent = n->parent;

@@ -743,10 +743,22 @@ static int open_tcp(server *s, const cfg_listener *cl)
 		struct sockaddr_in6 in6 = { .sin6_family = AF_INET6,
 					    .sin6_port = htons(cl->port),
 					    .sin6_addr = in6addr_any };
+		const struct {
+			cfg_family skip; /* the family setting that excludes it */
+			struct sockaddr *sa;
+			socklen_t len;
+			const char *name;
+		} fams[] = {
+			{ CFG_FAMILY_IPV6, (struct sockaddr *)&in, sizeof(in),
+			  "IPv4" },
+			{ CFG_FAMILY_IPV4, (struct sockaddr *)&in6, sizeof(in6),
+			  "IPv6" },
+		};
 		int opened = 0, rc = 0;
-		if (cl->family != CFG_FAMILY_IPV6) {
-			rc = open_tcp_addr(s, cl, (struct sockaddr *)&in,
-					   sizeof(in));
+		for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+			if (cl->family == fams[i].skip)
+				continue;
+			rc = open_tcp_addr(s, cl, fams[i].sa, fams[i].len);
 			if (rc == 0)
 				opened++;
 			else if (cl->family != CFG_FAMILY_ANY ||
@@ -754,21 +766,8 @@ static int open_tcp(server *s, const cfg_listener *cl)
 				goto out_err;
 			else
 				log_write(s->log, LOG_WARN,
-					  "Warning: no IPv4 on port %u: %s.",
-					  cl->port, strerror(-rc));
-		}
-		if (cl->family != CFG_FAMILY_IPV4) {
-			rc = open_tcp_addr(s, cl, (struct sockaddr *)&in6,
-					   sizeof(in6));
-			if (rc == 0)
-				opened++;
-			else if (cl->family != CFG_FAMILY_ANY ||
-				 (rc != -EAFNOSUPPORT && rc != -EADDRNOTAVAIL))
-				goto out_err;
-			else
-				log_write(s->log, LOG_WARN,
-					  "Warning: no IPv6 on port %u: %s.",
-					  cl->port, strerror(-rc));
+					  "Warning: no %s on port %u: %s.",
+					  fams[i].name, cl->port, strerror(-rc));
 		}
 		return opened ? 0 : rc;
 out_err:

@@ -133,3 +133,11 @@ out:
 	m->count--;
 	return val;
 }
+
+void *strmap_any(const strmap *m)
+{
+	for (uint32_t i = 0; i < m->cap; i++)
+		if (m->tab[i].key)
+			return m->tab[i].val;
+	return NULL;
+}

@@ -42,6 +42,10 @@ int strmap_put(strmap *m, const char *key, size_t klen, void *val);
 /* Removes key; returns its value, or NULL if absent. Never allocates. */
 void *strmap_del(strmap *m, const char *key, size_t klen);
 
+/* Some value of m, NULL when m is empty; for draining a map (tree
+ * teardown) without a separate iterator. */
+void *strmap_any(const strmap *m);
+
 static inline uint32_t strmap_count(const strmap *m)
 {
 	return m->count;

@@ -99,13 +99,9 @@ void subtree_destroy(subtree *t)
 	/* Post-order without recursion: detach a leaf, free it, climb. */
 	st_node *n = &t->root;
 	while (n) {
-		if (strmap_count(&n->children)) {
-			for (uint32_t i = 0; i < n->children.cap; i++) {
-				if (n->children.tab[i].key) {
-					n = n->children.tab[i].val;
-					break;
-				}
-			}
+		st_node *child = strmap_any(&n->children);
+		if (child) {
+			n = child;
 			continue;
 		}
 		st_node *parent = n->parent;

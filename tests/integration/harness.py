@@ -198,6 +198,17 @@ class Broker:
         self.stop(check=exc[0] is None)
 
 
+def start_refused(conf, name="refused"):
+    """Runs the broker in the foreground with `conf` as extra config lines,
+    expecting it to refuse to start. Returns (exit status, its output)."""
+    b = Broker(conf, name=name)
+    b.port = free_port()
+    with open(b.conf_path, "w") as f:
+        f.write(b.config_text())
+    p = subprocess.run([BROKER, "-c", b.conf_path], capture_output=True, timeout=10)
+    return p.returncode, (p.stdout + p.stderr).decode()
+
+
 # ------------------------------------------------------- raw packet builder
 # Packet types (high nibble of the first byte).
 CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
@@ -726,6 +737,21 @@ class BrokerTestCase(unittest.TestCase):
         c = RawClient(self.port, **kw)
         self._cleanup.append(c)
         return c
+
+
+class NoBrokerTestCase(BrokerTestCase):
+    """A BrokerTestCase whose tests start (or fail to start) brokers themselves."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def tearDown(self):
+        pass
 
 
 def main():

@@ -135,33 +135,15 @@ class TestAclReload(h.BrokerTestCase):
         self.assertEqual(c.subscribe("a/x", 0), [0x80])
 
 
-class TestAclBadFile(h.BrokerTestCase):
-    """Not a broker per class: checks start-up refusal directly."""
-
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
-    def tearDown(self):
-        pass
+class TestAclBadFile(h.NoBrokerTestCase):
 
     def test_bad_acl_line_is_fatal_with_file_and_line(self):
         d = tempfile.mkdtemp(prefix="shimmy-acl3-")
         bad = os.path.join(d, "acl")
         with open(bad, "w") as f:
             f.write("topic read ok\nbogus line here\n")
-        b = h.Broker("acl_file %s\n" % bad, name="badacl")
-        b.port = h.free_port()
-        with open(b.conf_path, "w") as f:
-            f.write(b.config_text())
-        import subprocess
-        p = subprocess.run([h.BROKER, "-c", b.conf_path], capture_output=True, timeout=10)
-        out = (p.stdout + p.stderr).decode()
-        self.assertNotEqual(p.returncode, 0, out)
+        rc, out = h.start_refused("acl_file %s\n" % bad, name="badacl")
+        self.assertNotEqual(rc, 0, out)
         if not h.is_mosquitto():
             self.assertIn("%s:2:" % bad, out)
 

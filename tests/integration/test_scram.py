@@ -128,17 +128,7 @@ class TestScram(h.BrokerTestCase):
         r.wait_closed()
 
 
-class TestScramBadFile(h.BrokerTestCase):
-    @classmethod
-    def setUpClass(cls):
-        pass
-
-    @classmethod
-    def tearDownClass(cls):
-        pass
-
-    def tearDown(self):
-        pass
+class TestScramBadFile(h.NoBrokerTestCase):
 
     def test_malformed_credentials_file_is_fatal(self):
         if h.is_mosquitto():
@@ -146,13 +136,8 @@ class TestScramBadFile(h.BrokerTestCase):
         bad = os.path.join(DIR, "bad")
         with open(bad, "w") as f:
             f.write("alice:not-a-valid-line\n")
-        b = h.Broker("auth_scram_file %s\n" % bad, name="badscram")
-        b.port = h.free_port()
-        with open(b.conf_path, "w") as f:
-            f.write(b.config_text())
-        p = subprocess.run([h.BROKER, "-c", b.conf_path], capture_output=True, timeout=10)
-        out = (p.stdout + p.stderr).decode()
-        self.assertNotEqual(p.returncode, 0, out)
+        rc, out = h.start_refused("auth_scram_file %s\n" % bad, name="badscram")
+        self.assertNotEqual(rc, 0, out)
         self.assertIn("%s:1:" % bad, out)
 
 
