@@ -2943,22 +2943,22 @@ void broker_sys_publish(broker *b, uint64_t now_ms)
 	if (b->shm) {
 		shm_stats st;
 		shm_broker_stats(b->shm, &st);
-		sys_pub(b, now_ms, "$SYS/broker/shm/clients", "%llu",
-			(unsigned long long)st.clients);
-		sys_pub(b, now_ms, "$SYS/broker/shm/logs", "%llu",
-			(unsigned long long)st.logs);
-		sys_pub(b, now_ms, "$SYS/broker/shm/attachments", "%llu",
-			(unsigned long long)st.attachments);
-		sys_pub(b, now_ms, "$SYS/broker/shm/segment bytes", "%llu",
-			(unsigned long long)st.segment_bytes);
-		sys_pub(b, now_ms, "$SYS/broker/shm/messages/routed", "%llu",
-			(unsigned long long)st.routed);
-		sys_pub(b, now_ms, "$SYS/broker/shm/messages/inbound", "%llu",
-			(unsigned long long)st.inbound);
-		sys_pub(b, now_ms, "$SYS/broker/shm/messages/lost", "%llu",
-			(unsigned long long)st.inbound_lost);
-		sys_pub(b, now_ms, "$SYS/broker/shm/logs dropped", "%llu",
-			(unsigned long long)st.dropped_logs);
+		const struct {
+			const char *topic;
+			uint64_t v;
+		} rows[] = {
+			{ "$SYS/broker/shm/clients", st.clients },
+			{ "$SYS/broker/shm/logs", st.logs },
+			{ "$SYS/broker/shm/attachments", st.attachments },
+			{ "$SYS/broker/shm/segment bytes", st.segment_bytes },
+			{ "$SYS/broker/shm/messages/routed", st.routed },
+			{ "$SYS/broker/shm/messages/inbound", st.inbound },
+			{ "$SYS/broker/shm/messages/lost", st.inbound_lost },
+			{ "$SYS/broker/shm/logs dropped", st.dropped_logs },
+		};
+		for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
+			sys_pub(b, now_ms, rows[i].topic, "%llu",
+				(unsigned long long)rows[i].v);
 	}
 	sys_loads(b, now_ms);
 }
