@@ -13,7 +13,7 @@
  * Output is written into the caller's buffer (at most out_cap bytes); the
  * per-connection state is the method's, created by start and freed by end.
  * Thread model: the registry is read-only once built, any thread; a state
- * belongs to the connection's loop thread.
+ * is used under the core lock (see broker.h).
  */
 #ifndef SHIMMY_BROKER_AUTHN_H
 #define SHIMMY_BROKER_AUTHN_H

@@ -11,7 +11,7 @@
  * BROKER_OUT_REF_MIN bytes are not copied: the buffer holds their headers
  * and a ring of out_refs splices the message's payload in (writev). A
  * route cache replays subscription matches for repeated topics.
- * Thread model: loop thread only.
+ * Thread model: one caller at a time (see broker.h).
  */
 #include "broker/broker.h"
 
@@ -104,6 +104,12 @@ typedef struct out_refs {
 	out_ref ent[];
 } out_refs;
 
+/* An output buffer replaced while its bytes were being written. */
+typedef struct out_retired {
+	struct out_retired *next;
+	uint8_t *buf;
+} out_retired;
+
 typedef struct conn_auth {
 	const authn_method *am;
 	void *am_state;
@@ -140,6 +146,12 @@ struct broker_conn {
 	uint8_t *out;
 	size_t out_off, out_len, out_cap;
 	out_refs *refs;         /* NULL until the first large PUBLISH */
+	/* Output handed out by broker_conn_output*() and not yet confirmed
+	 * by broker_conn_written(): the I/O layer may be writing it without
+	 * its lock, so those bytes must not move. Buffers replaced meanwhile
+	 * wait on `retired` until then. */
+	bool out_busy;
+	out_retired *retired;
 
 	broker_transport transport;
 	conn_state state;
@@ -387,6 +399,17 @@ static int out_ref_push(broker_conn *c, broker_msg *m)
 	return 0;
 }
 
+/* Frees the buffers out_reserve() replaced while output was busy. */
+static void out_retired_free(broker_conn *c)
+{
+	while (c->retired) {
+		out_retired *r = c->retired;
+		c->retired = r->next;
+		free(r->buf);
+		free(r);
+	}
+}
+
 /* Drops every pending reference and the ring. */
 static void out_refs_free(broker_conn *c)
 {
@@ -403,7 +426,7 @@ static uint8_t *out_reserve(broker_conn *c, size_t n)
 {
 	if (c->out_cap - c->out_len >= n)
 		return c->out + c->out_len;
-	if (c->out_off) {
+	if (c->out_off && !c->out_busy) {
 		memmove(c->out, c->out + c->out_off, c->out_len - c->out_off);
 		c->out_len -= c->out_off;
 		for (uint32_t i = 0; c->refs && i < c->refs->count; i++)
@@ -418,9 +441,25 @@ static uint8_t *out_reserve(broker_conn *c, size_t n)
 			return NULL;
 		ncap *= 2;
 	}
-	uint8_t *nb = realloc(c->out, ncap);
-	if (!nb)
-		return NULL;
+	uint8_t *nb;
+	if (c->out_busy && c->out) {
+		/* The old bytes may be in a write right now: copy, and keep
+		 * the old buffer until broker_conn_written(). */
+		out_retired *r = malloc(sizeof(*r));
+		nb = r ? malloc(ncap) : NULL;
+		if (!nb) {
+			free(r);
+			return NULL;
+		}
+		memcpy(nb, c->out, c->out_len);
+		r->buf = c->out;
+		r->next = c->retired;
+		c->retired = r;
+	} else {
+		nb = realloc(c->out, ncap);
+		if (!nb)
+			return NULL;
+	}
 	c->out = nb;
 	c->out_cap = ncap;
 	return c->out + c->out_len;
@@ -2474,6 +2513,7 @@ static void conn_free(broker_conn *c)
 	auth_end(c);
 	free(c->auth);
 	out_refs_free(c);
+	out_retired_free(c);
 	free(c->out);
 	free(c->id);
 	free(c);
@@ -2620,10 +2660,13 @@ void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len)
 	if (r && r->pos == c->out_off) {
 		*data = r->m->payload + r->off;
 		*len = r->m->payload_len - r->off;
+		c->out_busy = true;
 		return;
 	}
 	*data = c->out ? c->out + c->out_off : none;
 	*len = (r ? r->pos : c->out_len) - c->out_off;
+	if (*len)
+		c->out_busy = true;
 }
 
 int broker_conn_output_iov(broker_conn *c, struct iovec *iov, int max)
@@ -2644,6 +2687,8 @@ int broker_conn_output_iov(broker_conn *c, struct iovec *iov, int max)
 	}
 	if (n < max && c->out_len > pos)
 		iov[n++] = (struct iovec){ c->out + pos, c->out_len - pos };
+	if (n)
+		c->out_busy = true;
 	return n;
 }
 
@@ -2657,6 +2702,8 @@ void broker_conn_written(broker_conn *c, size_t n)
 	size_t pending = out_pending(c);
 	if (n > pending)
 		n = pending;
+	c->out_busy = false;
+	out_retired_free(c);
 	c->b->bytes_sent += n;
 	while (n) {
 		out_ref *r = out_ref_first(c);

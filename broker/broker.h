@@ -15,8 +15,13 @@
  *   EOF/error/close --> broker_conn_closed()     will, session detach, free
  *   each loop turn  --> broker_tick()            keepalive, expiry, $SYS
  *
- * Thread model: one broker and all its conns belong to one thread (the
- * loop thread).
+ * Thread model: the core is not thread-safe; its caller serializes every
+ * call (server.c holds one mutex around them). Calls may come from any
+ * thread. One exception to "pointers are valid until the next call": the
+ * bytes broker_conn_output() and broker_conn_output_iov() hand out stay
+ * valid and in place until broker_conn_written() for that conn, across
+ * any other calls (output appended meanwhile never moves them), so the
+ * I/O layer may write them without holding its lock.
  */
 #ifndef SHIMMY_BROKER_BROKER_H
 #define SHIMMY_BROKER_BROKER_H
@@ -90,7 +95,7 @@ size_t broker_conn_input_need(const broker_conn *c, const uint8_t *buf,
 
 /*
  * Pending output: sets *data and *len to the next contiguous bytes to write
- * (valid until the next call into the core for this broker). *len == 0 when
+ * (valid, unmoved, until broker_conn_written() for c). *len == 0 when
  * nothing is pending.
  */
 void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len);
@@ -100,8 +105,9 @@ void broker_conn_output(broker_conn *c, const uint8_t **data, size_t *len);
  * output is inline bytes (packet headers, small payloads) with large
  * payloads spliced in by reference to their shared message. Returns the
  * number of iov entries filled (0 = nothing pending); more may be pending
- * beyond them. The pointed-to bytes are valid until the next call into the
- * core for this broker. Never allocates.
+ * beyond them. The pointed-to bytes are valid, unmoved, until
+ * broker_conn_written() for c (call it, with 0 if nothing was written,
+ * before asking again). Never allocates.
  */
 int broker_conn_output_iov(broker_conn *c, struct iovec *iov, int max);
 

@@ -422,6 +422,12 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 		cfg->busy_poll_us = (uint32_t)v;
 		return 0;
 	}
+	if (strcmp(k, "shimmy_threads") == 0) {
+		if ((rc = arg_int(log, pos, ln, 0, CFG_MAX_THREADS, &v)) < 0)
+			return rc;
+		cfg->threads = (uint32_t)v;
+		return 0;
+	}
 	if (strcmp(k, "max_inflight_messages") == 0) {
 		if ((rc = arg_int(log, pos, ln, 0, 65535, &v)) < 0)
 			return rc;

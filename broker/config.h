@@ -16,6 +16,7 @@
 #include "broker/log.h"
 
 #define CFG_MAX_LISTENERS 16
+#define CFG_MAX_THREADS 64 /* shimmy_threads upper bound */
 
 typedef enum cfg_listener_kind {
 	CFG_LISTENER_TCP = 1,  /* port, optional bind address */
@@ -65,6 +66,7 @@ typedef struct broker_cfg {
 	bool queue_qos0_messages;        /* default false, as mosquitto */
 
 	uint32_t busy_poll_us;           /* shimmy_busy_poll_us; 0 = always sleep */
+	uint32_t threads;                /* shimmy_threads; 0 = one per online core (default) */
 
 	unsigned log_mask;               /* log_type bits; default LOG_DEFAULT */
 	bool log_timestamp;              /* default true */

@@ -10,7 +10,7 @@
  * Subscription Identifier and Message Expiry Interval (per hop, recomputed
  * when the message is sent) and Will Delay Interval (a will's block is a
  * PUBLISH block once that is dropped).
- * Thread model: loop thread only (the refcount is not atomic).
+ * Thread model: under the core lock (broker.h); the refcount is not atomic.
  */
 #ifndef SHIMMY_BROKER_MSG_H
 #define SHIMMY_BROKER_MSG_H
@@ -25,7 +25,7 @@
  * Where a broker's messages come from: small ones (the common case: short
  * topic, small payload) reuse blocks from a bounded cache instead of
  * malloc, and the pool counts what is alive (for $SYS). Owned by the broker
- * and, like the messages, used by its loop thread only.
+ * and, like the messages, used under the core lock only.
  * Invariant: live == number of messages created from it and not yet freed.
  */
 typedef struct msg_pool {

@@ -4,7 +4,7 @@
  * without scanning every topic.
  *
  * The store holds a reference on each message it keeps.
- * Thread model: loop thread only.
+ * Thread model: core lock (see broker.h): one caller at a time.
  */
 #ifndef SHIMMY_BROKER_RETAIN_H
 #define SHIMMY_BROKER_RETAIN_H

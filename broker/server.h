@@ -4,11 +4,16 @@
  * It owns every socket and the broker core instance, and drives the core
  * through broker.h.
  *
- * Thread model: everything runs on the thread that calls server_run(); the
- * loop state lives in struct srv_loop inside the server so that one loop per
- * worker thread can be added later. server_create() blocks SIGTERM, SIGINT
- * and SIGHUP in the calling thread (create it before starting any other
- * thread) and ignores SIGPIPE process-wide.
+ * Thread model: one epoll loop per worker thread (`shimmy_threads`,
+ * default one per online core, fixed at server_create()). server_run()
+ * runs loop 0 on the calling thread and starts the others; a connection is
+ * owned by one loop for its life (dealt round-robin at accept). The
+ * broker core is shared and every call into it holds the server's core
+ * lock, which loops drop around syscalls that move data or sleep. Loop 0
+ * also owns listeners, signals, the shm eventfd and the core's timers.
+ * server_create() blocks SIGTERM, SIGINT and SIGHUP in the calling thread
+ * (create it before starting any other thread; the workers inherit the
+ * mask) and ignores SIGPIPE process-wide.
  */
 #ifndef SHIMMY_BROKER_SERVER_H
 #define SHIMMY_BROKER_SERVER_H
@@ -18,8 +23,9 @@
 
 typedef struct server server;
 
-/* Called on SIGHUP, on the loop thread, between loop turns. It may update
- * the cfg and log the server borrows (not their listeners). */
+/* Called on SIGHUP, on loop 0's thread with the core lock held (no other
+ * loop is inside the core). It may update the cfg and log the server
+ * borrows (not their listeners, nor shimmy_threads). */
 typedef void (*server_reload_fn)(void *ctx);
 
 /*
@@ -48,16 +54,18 @@ int server_run(server *s);
  * Attaches fds[0..n) (transferred, closed in every case) to the next byte
  * the core appends to the connection's output: they travel as SCM_RIGHTS
  * with the write that carries that byte (or an earlier one). Called by the
- * core's shm glue, on the loop thread, right before it appends a control
- * packet. io is the core's broker_conn_io(). Returns 0, -ENOTSUP (not a
- * Unix socket) or -ENOMEM.
+ * core's shm glue right before it appends a control
+ * packet. io is the core's broker_conn_io(). Called with the core lock
+ * held, from whichever loop thread is in the core. Returns 0, -ENOTSUP
+ * (not a Unix socket) or -ENOMEM.
  */
 int server_conn_attach_fds(void *io, int *fds, unsigned n);
 
 /* The protocol core the server drives (valid until server_destroy). */
 struct broker *server_broker(server *s);
 
-/* Makes server_run() return after the current loop turn. */
+/* Makes server_run() return after the current loop turns (from any
+ * thread not holding the core lock, i.e. not from the reload callback). */
 void server_stop(server *s);
 
 /*

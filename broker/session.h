@@ -7,7 +7,7 @@
  * PUBREL, and the will.
  *
  * Entries hold references on broker_msg; nothing is copied per message.
- * Thread model: loop thread only.
+ * Thread model: core lock (see broker.h): one caller at a time.
  */
 #ifndef SHIMMY_BROKER_SESSION_H
 #define SHIMMY_BROKER_SESSION_H

@@ -16,7 +16,7 @@
  * own reader has drained it. Segment memory per client is bounded by
  * max_bytes. Nothing is ever created in /dev/shm: memfds only.
  *
- * Thread model: loop thread only, except one bridge thread per shm_broker
+ * Thread model: under the core lock (broker.h), except one bridge thread per shm_broker
  * that forwards the broker's doorbell into an eventfd (notify.h) and
  * touches nothing else.
  */

@@ -7,7 +7,8 @@
  * does not pin memory forever. Every block is a malloc() allocation of at
  * least `block` bytes, which is why slab_free() also accepts any malloc()ed
  * pointer to at least that many bytes.
- * Thread model: one slab belongs to one thread (no locking).
+ * Thread model: one user at a time (no locking; the broker's slabs are
+ * used under its core lock).
  */
 #ifndef SHIMMY_BROKER_SLAB_H
 #define SHIMMY_BROKER_SLAB_H

@@ -8,7 +8,7 @@
  * has at most one subscription per filter (and per group for shared ones).
  * Matching is iterative (no recursion whose depth a peer controls) and
  * allocates only when its scratch arrays grow.
- * Thread model: loop thread only.
+ * Thread model: core lock (see broker.h): one caller at a time.
  */
 #ifndef SHIMMY_BROKER_SUBTREE_H
 #define SHIMMY_BROKER_SUBTREE_H

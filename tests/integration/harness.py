@@ -125,6 +125,11 @@ class Broker:
             lines.append("allow_anonymous true")
         if self.extra:
             lines.append(self.extra.strip())
+        # SHIMMY_IT_CONF: lines added to every shimmyd config (e.g. the
+        # suite run with `shimmy_threads 4`); mosquitto would reject them.
+        extra = os.environ.get("SHIMMY_IT_CONF", "")
+        if extra and "shimmyd" in os.path.basename(BROKER):
+            lines.append(extra.replace("\\n", "\n").strip())
         return "\n".join(lines) + "\n"
 
     def start(self):

@@ -86,6 +86,13 @@ class TestProcess(unittest.TestCase):
             with self.subTest(line=line):
                 self._bad_value(line)
 
+    @unittest.skipIf(h.is_mosquitto(), "shimmy_* keys are Shimmy's")
+    def test_invalid_shimmy_values(self):
+        for line in ("shimmy_threads -1", "shimmy_threads 65", "shimmy_threads two",
+                     "shimmy_busy_poll_us -5"):
+            with self.subTest(line=line):
+                self._bad_value(line)
+
     def test_unknown_key(self):
         text = "listener %d 127.0.0.1\nallow_anonymous true\nno_such_key_xyz 42\n" % h.free_port()
         if h.is_mosquitto():

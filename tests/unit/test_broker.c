@@ -1438,6 +1438,57 @@ static void test_output_segments(void **state)
 	broker_destroy(b);
 }
 
+
+/* Output handed out and not yet confirmed written stays in place while
+ * more output is appended (the I/O layer writes it without its lock):
+ * growth copies instead of moving, and the old buffer lives until
+ * broker_conn_written(). Under ASan a freed or moved buffer fails here. */
+static void test_output_stays_put_while_busy(void **state)
+{
+	(void)state;
+	broker *b = mkbroker();
+	client *s = cl_up(b, MQTT_V311, "s", true, NULL);
+	cl_sub(b, s, "t", 0, 0, 0);
+	enum { N = 20, LEN = 1000 }; /* inline (< 2 KB), 20 KB in all */
+	size_t lens[N];
+	char pl[LEN];
+	for (size_t i = 0; i < N; i++)
+		lens[i] = LEN;
+	memset(pl, 'a', LEN);
+	broker_publish(b, "t", pl, LEN, 0, 0, now);
+	struct iovec iov[4];
+	assert_int_equal(broker_conn_output_iov(s->c, iov, 4), 1);
+	const uint8_t *held = iov[0].iov_base;
+	size_t held_len = iov[0].iov_len;
+	uint8_t *copy = malloc(held_len);
+	assert_non_null(copy);
+	memcpy(copy, held, held_len);
+	for (size_t i = 1; i < N; i++) {
+		memset(pl, (int)('a' + i), LEN);
+		broker_publish(b, "t", pl, LEN, 0, 0, now);
+	}
+	/* Grown several times meanwhile: the held bytes are intact. */
+	assert_memory_equal(held, copy, held_len);
+	/* Half of them written: the rest, then everything appended since,
+	 * come out in order. */
+	size_t half = held_len / 2;
+	broker_conn_written(s->c, half);
+	size_t rest;
+	uint8_t *tail = conn_output_all(s->c, &rest);
+	broker_conn_written(s->c, rest);
+	uint8_t *all = malloc(half + rest);
+	assert_non_null(all);
+	memcpy(all, copy, half);
+	memcpy(all + half, tail, rest);
+	check_publishes(all, half + rest, lens, N);
+	assert_int_equal(broker_conn_pending(s->c), 0);
+	free(all);
+	free(tail);
+	free(copy);
+	cl_close(b, s);
+	broker_destroy(b);
+}
+
 /* A connection closed with references pending drops them (no leak). */
 static void test_output_segments_close(void **state)
 {
@@ -1777,6 +1828,7 @@ int main(void)
 		cmocka_unit_test_setup(test_output_segments, setup),
 		cmocka_unit_test_setup(test_route_cache, setup),
 		cmocka_unit_test_setup(test_input_owned, setup),
+		cmocka_unit_test_setup(test_output_stays_put_while_busy, setup),
 		cmocka_unit_test_setup(test_output_segments_close, setup),
 		cmocka_unit_test_setup(test_unknown_auth_method, setup),
 		cmocka_unit_test_setup(test_enhanced_auth_scram, setup),
