@@ -12,6 +12,10 @@
  *    mapping; the parent stamps the time and FUTEX_WAKEs it; the child's
  *    latency is from that stamp to running again.
  *  - memcpy_16B, memcpy_100KB: one copy, hot in cache.
+ *  - tcp_loopback_100KB: a child process streams 100 KB writes over one
+ *    loopback TCP connection to the parent, which reads 1 MiB at a time:
+ *    the ceiling of one TCP hop here. A broker's path (publisher ->
+ *    broker -> subscriber) is two such hops in series, four copies.
  * The two processes are pinned to CPUs 0 and 1 when there are two.
  * Prints a table, then the same as CSV (also to --csv FILE).
  */
@@ -24,7 +28,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -199,6 +205,69 @@ out:
 	return r;
 }
 
+/* One stream of count writes of len bytes, child -> parent over loopback
+ * TCP. Reports the receiver's GB/s (p50 etc. not applicable). */
+static result run_tcp(const char *name, size_t len, uint64_t count)
+{
+	result r = { name, 0, -1, -1, -1, -1 };
+	struct sockaddr_in sa = { .sin_family = AF_INET,
+				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t sl = sizeof(sa);
+	uint8_t *buf = NULL;
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
+	    listen(ls, 1) < 0 || getsockname(ls, (struct sockaddr *)&sa, &sl) < 0)
+		goto out;
+	pid_t pid = fork();
+	if (pid < 0)
+		goto out;
+	if (pid == 0) {
+		pin(1);
+		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		uint8_t *src = malloc(len);
+		if (fd < 0 || !src ||
+		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+			_exit(1);
+		memset(src, 0x5a, len);
+		for (uint64_t i = 0; i < count; i++) {
+			for (size_t off = 0; off < len;) {
+				ssize_t w = write(fd, src + off, len - off);
+				if (w <= 0)
+					_exit(1);
+				off += (size_t)w;
+			}
+		}
+		_exit(0);
+	}
+	pin(0);
+	int fd = accept(ls, NULL, NULL);
+	buf = malloc(1u << 20);
+	uint64_t got = 0, t0 = 0;
+	if (fd >= 0 && buf) {
+		for (;;) {
+			ssize_t n = read(fd, buf, 1u << 20);
+			if (n <= 0)
+				break;
+			if (!t0)
+				t0 = proc_now_ns();
+			got += (uint64_t)n;
+		}
+		uint64_t t1 = proc_now_ns();
+		if (got == len * count && t1 > t0) {
+			r.iters = count;
+			r.gb_per_s = (double)got / (double)(t1 - t0);
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+	waitpid(pid, NULL, 0);
+out:
+	free(buf);
+	if (ls >= 0)
+		close(ls);
+	return r;
+}
+
 static result run_clock(uint64_t samples)
 {
 	histo h;
@@ -263,7 +332,8 @@ int main(int argc, char **argv)
 		iters = 100;
 	uint64_t small = iters / 100 < 10 ? 10 : iters / 100;
 
-	result r[5];
+	enum { NR = 6 };
+	result r[NR];
 	r[0] = run_clock(small);
 	int rc = run_ipc(iters, small, &r[1], &r[2]);
 	if (rc < 0) {
@@ -272,10 +342,11 @@ int main(int argc, char **argv)
 	}
 	r[3] = run_memcpy("memcpy_16B", 16, 1000, small * 10);
 	r[4] = run_memcpy("memcpy_100KB", 100 * 1024, 1, small * 10);
+	r[5] = run_tcp("tcp_loopback_100KB", 100 * 1024, small * 10);
 
 	printf("%-24s %10s %10s %10s %8s %10s\n", "test", "p50_ns", "p99_ns",
 	       "mean_ns", "GB/s", "iters");
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < NR; i++) {
 		printf("%-24s ", r[i].name);
 		num(stdout, r[i].p50_ns, 10, "%*.1f");
 		putchar(' ');
@@ -288,14 +359,14 @@ int main(int argc, char **argv)
 	}
 	printf("(every sample includes one clock_gettime; memcpy_16B is per copy,"
 	       " timed over 1000)\n\n");
-	print_csv(stdout, r, 5);
+	print_csv(stdout, r, NR);
 	if (csv) {
 		FILE *f = fopen(csv, "w");
 		if (!f) {
 			fprintf(stderr, "shimmy-hwlimits: %s: %s\n", csv, strerror(errno));
 			return 1;
 		}
-		print_csv(f, r, 5);
+		print_csv(f, r, NR);
 		fclose(f);
 	}
 	return 0;

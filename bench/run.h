@@ -70,6 +70,8 @@ typedef struct run_cfg {
 	uint64_t window;        /* max messages a publisher runs ahead of the
 				   slowest subscriber; 0 = unlimited */
 	uint32_t inflight;      /* QoS 1: unacknowledged PUBLISHes per publisher */
+	uint32_t pub_batch;     /* shm: messages per shimmy_pub_loan_many() (1:
+				   shimmy_pub_loan() per message) */
 	size_t batch_bytes;     /* publisher write size */
 	size_t read_bytes;      /* subscriber read buffer */
 	unsigned drain_ms;      /* subscriber gives up after this long idle */

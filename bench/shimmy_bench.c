@@ -58,6 +58,8 @@ static void usage(FILE *f)
 "                      subscriber (auto: 16 MiB of payload, 16..10000; 0: none)\n"
 "  --inflight N        QoS 1 unacknowledged messages per publisher (1000)\n"
 "  --batch-bytes B     publisher write size (262144)\n"
+"  --pub-batch N       shm: messages per shimmy_pub_loan_many/commit_many,\n"
+"                      1..64 (1: shimmy_pub_loan/commit per message)\n"
 "  --read-bytes B      subscriber read size (1048576)\n"
 "  --drain-ms MS       give up after MS without progress (3000)\n"
 "  --conns N           idle mode: connections (10000)\n"
@@ -74,7 +76,7 @@ static void usage(FILE *f)
 enum {
 	O_HOST = 256, O_PORT, O_PUB_HOST, O_SUB_HOST, O_PUB_NS, O_SUB_NS, O_KAFKA,
 	O_TRANSPORT, O_MQTTV, O_MODE, O_PUBS, O_SUBS, O_QOS, O_SIZE, O_COUNT,
-	O_WARMUP, O_RATE, O_WINDOW, O_INFLIGHT, O_BATCH, O_READ, O_DRAIN,
+	O_WARMUP, O_RATE, O_WINDOW, O_INFLIGHT, O_BATCH, O_PUB_BATCH, O_READ, O_DRAIN,
 	O_CONNS, O_HOLD, O_TOPIC, O_PID, O_SYSTEM, O_SCENARIO, O_CSV, O_CSV_AVG, O_QUIET,
 	O_HELP, O_UNIX,
 };
@@ -101,6 +103,7 @@ static const struct option opts[] = {
 	{ "window", required_argument, NULL, O_WINDOW },
 	{ "inflight", required_argument, NULL, O_INFLIGHT },
 	{ "batch-bytes", required_argument, NULL, O_BATCH },
+	{ "pub-batch", required_argument, NULL, O_PUB_BATCH },
 	{ "read-bytes", required_argument, NULL, O_READ },
 	{ "drain-ms", required_argument, NULL, O_DRAIN },
 	{ "conns", required_argument, NULL, O_CONNS },
@@ -162,7 +165,7 @@ int main(int argc, char **argv)
 		.pub_host = NULL, .sub_host = NULL, .port = "1883",
 		.mqtt_version = 4, .pubs = 1, .subs = 1, .payload = 16,
 		.count = 10000, .warmup = UINT64_MAX, .window = UINT64_MAX,
-		.inflight = 1000, .batch_bytes = 256 * 1024,
+		.inflight = 1000, .batch_bytes = 256 * 1024, .pub_batch = 1,
 		.read_bytes = 1024 * 1024, .drain_ms = 3000, .conns = 10000,
 		.hold_ms = 1000,
 	};
@@ -211,6 +214,7 @@ int main(int argc, char **argv)
 		case O_WINDOW: cfg.window = v; break;
 		case O_INFLIGHT: cfg.inflight = (uint32_t)v; break;
 		case O_BATCH: cfg.batch_bytes = (size_t)v; break;
+		case O_PUB_BATCH: cfg.pub_batch = v > 64 ? 65 : (uint32_t)v; break;
 		case O_READ: cfg.read_bytes = (size_t)v; break;
 		case O_DRAIN: cfg.drain_ms = (unsigned)v; break;
 		case O_CONNS: cfg.conns = (unsigned)v; break;
@@ -250,10 +254,11 @@ int main(int argc, char **argv)
 	if (cfg.payload < RUN_STAMP_LEN || cfg.qos > 1 ||
 	    (cfg.mqtt_version != 4 && cfg.mqtt_version != 5) || cfg.pubs < 1 ||
 	    cfg.pubs > RUN_MAX_PUBS || cfg.subs > RUN_MAX_SUBS || cfg.count < 1 ||
-	    cfg.count > RUN_SEQ_NUM_MASK / 2 || cfg.inflight < 1 || cfg.inflight > 65000) {
+	    cfg.count > RUN_SEQ_NUM_MASK / 2 || cfg.inflight < 1 || cfg.inflight > 65000 ||
+	    cfg.pub_batch < 1 || cfg.pub_batch > 64) {
 		fputs("shimmy-bench: need --size >= 16, --qos 0|1, --mqtt-version 4|5,"
 		      " 1 <= --pubs <= 1024, --subs <= 4096, --count >= 1,"
-		      " 1 <= --inflight <= 65000\n", stderr);
+		      " 1 <= --inflight <= 65000, 1 <= --pub-batch <= 64\n", stderr);
 		return 2;
 	}
 	if (cfg.warmup == UINT64_MAX)

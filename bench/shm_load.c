@@ -26,8 +26,10 @@ typedef struct counter {
 
 typedef struct sload sload;
 
+/* Each worker on cache lines of its own: a subscriber bumps its counters
+ * at every message, which must not cost the publisher a miss. */
 typedef struct sworker {
-	sload *ld;
+	_Alignas(64) sload *ld;
 	unsigned idx;
 	pthread_t th;
 	int rc;
@@ -45,6 +47,17 @@ struct sload {
 	uint64_t window;         /* see shm_window() */
 	sworker *pubs, *subs;
 };
+
+/* n zeroed elements on cache lines of their own (free() releases). */
+static void *zalloc_lines(size_t n, size_t size)
+{
+	size_t len = (n * size + 63) & ~(size_t)63;
+	void *p = n && size <= SIZE_MAX / n ? aligned_alloc(64, len) : NULL;
+
+	if (p)
+		memset(p, 0, len);
+	return p;
+}
 
 static shimmy_client *mk_client(const sload *ld, int *err)
 {
@@ -81,11 +94,14 @@ static void sub_on_msg(const shimmy_msg *m, void *arg)
 	const uint8_t *p = shimmy_msg_payload(m, &len);
 	uint64_t ts = 0, seq = 0;
 
+	bool sample = b->every || (b->n++ & 15) == 0;
+
 	if (len >= RUN_STAMP_LEN)
 		run_unstamp(p, &ts, &seq);
-	/* Throughput runs read the clock every 16 messages (a read costs
-	 * 20-40 ns, as much as a message); latency runs, every message. */
-	if (b->every || (b->n++ & 15) == 0)
+	/* Throughput runs sample the latency of every 16th message, with a
+	 * clock read of its own (a read costs 20-40 ns, more than a message);
+	 * latency runs measure every message. */
+	if (sample)
 		b->now = proc_now_ns();
 	b->got++;
 	unsigned pub = (unsigned)((seq & ~RUN_SEQ_WARMUP) >> RUN_SEQ_PUB_SHIFT);
@@ -94,8 +110,8 @@ static void sub_on_msg(const shimmy_msg *m, void *arg)
 	if (seq & RUN_SEQ_WARMUP)
 		return;
 	w->received++;
-	w->last_ns = b->now;
-	histo_add(w->lat, b->now > ts ? b->now - ts : 0);
+	if (sample)
+		histo_add(w->lat, b->now > ts ? b->now - ts : 0);
 }
 
 /* Latency mode busy-polls: shimmy_recv_batch(timeout 0) makes no syscall
@@ -115,7 +131,7 @@ static void *sub_main(void *arg)
 	shimmy_client *c = mk_client(ld, &err);
 	if (c && (err = shimmy_subscribe(c, cfg->topic, 0, 0)) > 0)
 		err = 0;
-	w->seen = calloc(cfg->pubs, sizeof(uint64_t));
+	w->seen = zalloc_lines(cfg->pubs, sizeof(uint64_t));
 	atomic_fetch_add(&ld->ready, 1);
 	if (!c || err < 0 || !w->seen) {
 		w->rc = err ? err : -EIO;
@@ -124,6 +140,7 @@ static void *sub_main(void *arg)
 	}
 	sbatch b = { .w = w, .every = cfg->mode == RUN_LATENCY };
 	while (b.got < want && !atomic_load_explicit(&ld->abort, memory_order_relaxed)) {
+		uint64_t received0 = w->received;
 		int rc = shimmy_recv_batch(c, sub_on_msg, &b, 4096, b.every ? 0 : 50);
 		if (rc < 0) {
 			w->rc = rc;
@@ -143,6 +160,10 @@ static void *sub_main(void *arg)
 		}
 		empty = 0;
 		idle_since = 0;
+		/* The end of the run is the end of the batch that brought its
+		 * last message: one clock read per batch. */
+		if (w->received != received0)
+			w->last_ns = b.every ? b.now : proc_now_ns();
 		for (unsigned p = 0; p < cfg->pubs; p++)
 			atomic_store_explicit(&ld->progress[w->idx * cfg->pubs + p].v,
 					      w->seen[p], memory_order_release);
@@ -193,8 +214,13 @@ static void *pub_main(void *arg)
 		atomic_store(&ld->abort, 1);
 		goto out;
 	}
-	uint64_t t_start = proc_now_ns(), now = t_start;
-	for (uint64_t i = 0; i < total && !atomic_load_explicit(&ld->abort, memory_order_relaxed); i++) {
+	uint64_t t_start = proc_now_ns(), now = t_start, next_clock = 0;
+	/* Paced runs publish one message at a time; flat-out runs k at a
+	 * time with --pub-batch (shimmy_pub_loan_many, one commit each). */
+	unsigned batch = gap_ns > 0 ? 1 : cfg->pub_batch;
+	void *bufs[64];
+	int k;
+	for (uint64_t i = 0; i < total && !atomic_load_explicit(&ld->abort, memory_order_relaxed); i += (uint64_t)k) {
 		if (window && cfg->subs && i >= limit) {
 			uint64_t t0 = proc_now_ns();
 			while (i - min_progress(ld, w->idx) >= window) {
@@ -209,27 +235,40 @@ static void *pub_main(void *arg)
 		if (gap_ns > 0)
 			while ((double)((now = proc_now_ns()) - t_start) < gap_ns * (double)i)
 				;
-		bool warm = i < cfg->warmup;
-		uint64_t seq = ((uint64_t)w->idx << RUN_SEQ_PUB_SHIFT) |
-			       (warm ? RUN_SEQ_WARMUP : 0) | (warm ? i : i - cfg->warmup);
-		void *buf;
-		int rc = shimmy_pub_loan(pb, cfg->payload, &buf);
-		if (rc != 0) {
+		unsigned want = total - i < batch ? (unsigned)(total - i) : batch;
+		int rc;
+		if (batch > 1)
+			k = rc = shimmy_pub_loan_many(pb, cfg->payload, bufs, want);
+		else
+			k = (rc = shimmy_pub_loan(pb, cfg->payload, &bufs[0])) == 0;
+		if (rc < 0) {
 			w->rc = rc;
 			atomic_store(&ld->abort, 1);
 			break;
 		}
 		/* Paced runs stamp the time they just read; flat-out runs read
-		 * the clock every 16 messages (the stamp is then up to 15
-		 * messages early, a few hundred ns at most). */
-		if (gap_ns <= 0 && (i & 15) == 0)
+		 * the clock every 16 messages or once per batch (a stamp is
+		 * then up to 15 messages early, a few hundred ns at most). */
+		if (gap_ns <= 0 && i >= next_clock) {
 			now = proc_now_ns();
-		if (!warm && !w->first_ns)
-			w->first_ns = now;
-		if (cfg->payload > RUN_STAMP_LEN)
-			memset((uint8_t *)buf + RUN_STAMP_LEN, 'x', cfg->payload - RUN_STAMP_LEN);
-		run_stamp(buf, now, seq);
-		if ((rc = shimmy_pub_commit(pb, buf)) != 0) {
+			next_clock = i + 16;
+		}
+		for (int j = 0; j < k; j++) {
+			uint64_t m = i + (uint64_t)j;
+			bool warm = m < cfg->warmup;
+			uint64_t seq = ((uint64_t)w->idx << RUN_SEQ_PUB_SHIFT) |
+				       (warm ? RUN_SEQ_WARMUP : 0) |
+				       (warm ? m : m - cfg->warmup);
+			if (!warm && !w->first_ns)
+				w->first_ns = now;
+			if (cfg->payload > RUN_STAMP_LEN)
+				memset((uint8_t *)bufs[j] + RUN_STAMP_LEN, 'x',
+				       cfg->payload - RUN_STAMP_LEN);
+			run_stamp(bufs[j], now, seq);
+		}
+		rc = batch > 1 ? shimmy_pub_commit_many(pb, bufs, (unsigned)k)
+			       : shimmy_pub_commit(pb, bufs[0]);
+		if (rc != 0) {
 			w->rc = rc;
 			atomic_store(&ld->abort, 1);
 			break;
@@ -254,7 +293,9 @@ out:
  */
 static uint64_t shm_window(const run_cfg *cfg)
 {
-	uint64_t rec = ((uint64_t)cfg->payload + 32 + 63) & ~63ull;
+	/* Record size in the log (docs/shm-protocol.md §3): a short 32-byte
+	 * record up to 16 payload bytes, else a 32-byte header, 32-aligned. */
+	uint64_t rec = cfg->payload <= 16 ? 32 : ((uint64_t)cfg->payload + 32 + 31) & ~31ull;
 	uint64_t caps[] = { 1ull << 20, 16ull << 20, 128ull << 20 };
 	unsigned cls = 1;
 	const char *e = getenv("SHIMMY_SHM_LOG_CLASS");
@@ -293,8 +334,8 @@ int shm_load_run(const run_cfg *cfg, run_result *out)
 	set_uri(&ld, cfg);
 	ld.window = shm_window(cfg);
 	ld.progress = aligned_alloc(64, (np ? np : 1) * sizeof(counter));
-	ld.pubs = calloc(cfg->pubs, sizeof(sworker));
-	ld.subs = calloc(cfg->subs ? cfg->subs : 1, sizeof(sworker));
+	ld.pubs = zalloc_lines(cfg->pubs, sizeof(sworker));
+	ld.subs = zalloc_lines(cfg->subs ? cfg->subs : 1, sizeof(sworker));
 	if (!ld.progress || !ld.pubs || !ld.subs) {
 		rc = -ENOMEM;
 		goto out_free;

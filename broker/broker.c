@@ -47,6 +47,18 @@
 /* Output buffers up to this size are freed as soon as they drain. */
 #define BROKER_OUT_KEEP_SMALL (64u << 10)
 #define BROKER_OUT_QOS0_LIMIT (16u << 20)
+/* Back-pressure: a connection whose pending output passes THROTTLE_HIGH is
+ * congested, and the connections whose input fed it QoS 0 messages are
+ * throttled (the I/O layer stops reading them, so TCP holds the
+ * publishers back) until no connection is congested (each back under
+ * THROTTLE_LOW). A congestion that lasts THROTTLE_MAX_MS is a consumer that
+ * does not keep up at all: throttling is then suspended for
+ * THROTTLE_OFF_MS and QoS 0 to it is dropped past QOS0_LIMIT instead, so
+ * one stuck reader never stalls a publisher's other subscribers for long. */
+#define BROKER_OUT_THROTTLE_HIGH (4u << 20)
+#define BROKER_OUT_THROTTLE_LOW (1u << 20)
+#define BROKER_THROTTLE_MAX_MS 250
+#define BROKER_THROTTLE_OFF_MS 5000
 /* Most Subscription Identifiers put on one outgoing PUBLISH. */
 #define BROKER_MAX_SUB_IDS 32
 /* Output bytes pending above which the client is disconnected with 0x97
@@ -134,7 +146,7 @@ struct broker_conn {
 	char *id;
 	uint64_t last_rx_ms;
 	uint64_t linger_until_ms; /* CLOSING without WANT_CLOSE until then */
-	shm_client *shm;        /* shm/1 negotiated (broker/shm.h) */
+	shm_client *shm;        /* shm/2 negotiated (broker/shm.h) */
 	conn_out_alias *oa;     /* NULL until the first outbound alias */
 	conn_auth *auth;        /* NULL unless enhanced authentication */
 	char **aliases;         /* inbound, index = alias; NULL until used */
@@ -152,6 +164,8 @@ struct broker_conn {
 	 * wait on `retired` until then. */
 	bool out_busy;
 	out_retired *retired;
+	bool congested;             /* output above THROTTLE_HIGH (counted) */
+	struct broker_conn *tnext;  /* b->throttled, while THROTTLED */
 
 	broker_transport transport;
 	conn_state state;
@@ -216,6 +230,11 @@ struct broker {
 	broker_conn *conns;
 	size_t conn_count;
 	broker_conn *dirty_head, *dirty_tail;
+	broker_conn *in_conn;       /* whose input is being applied, or NULL */
+	size_t congested;           /* conns with c->congested */
+	broker_conn *throttled;     /* conns flagged BROKER_CONN_THROTTLED */
+	uint64_t throttle_since_ms; /* when congested last became non-zero */
+	uint64_t throttle_off_until_ms;
 
 	uint64_t next_uid;
 	uint64_t rng;
@@ -894,6 +913,59 @@ static void drain(broker_conn *c, uint64_t now_ms)
 	}
 }
 
+/* Lets every throttled connection be read again. */
+static void throttle_release(broker *b)
+{
+	while (b->throttled) {
+		broker_conn *o = b->throttled;
+		b->throttled = o->tnext;
+		o->tnext = NULL;
+		o->flags &= ~(unsigned)BROKER_CONN_THROTTLED;
+		mark_dirty(o); /* the I/O layer resumes reading it */
+	}
+}
+
+/* sink's output passed THROTTLE_HIGH because of the input being applied:
+ * hold that input's connection back. */
+static void throttle_origin(broker *b, broker_conn *sink)
+{
+	broker_conn *o = b->in_conn;
+	if (!o || o == sink || b->now_ms < b->throttle_off_until_ms)
+		return;
+	if (!sink->congested) {
+		sink->congested = true;
+		if (b->congested++ == 0)
+			b->throttle_since_ms = b->now_ms;
+	}
+	if (!(o->flags & BROKER_CONN_THROTTLED)) {
+		o->flags |= BROKER_CONN_THROTTLED;
+		o->tnext = b->throttled;
+		b->throttled = o;
+	}
+}
+
+/* c is no longer congested (drained, or gone). */
+static void congestion_end(broker *b, broker_conn *c)
+{
+	if (!c->congested)
+		return;
+	c->congested = false;
+	if (--b->congested == 0)
+		throttle_release(b);
+}
+
+/* c leaves the throttled list (it is being freed). */
+static void throttle_forget(broker *b, broker_conn *c)
+{
+	for (broker_conn **pp = &b->throttled; *pp; pp = &(*pp)->tnext) {
+		if (*pp == c) {
+			*pp = c->tnext;
+			c->tnext = NULL;
+			return;
+		}
+	}
+}
+
 /* deliver() flags. */
 enum {
 	DELIVER_RETAIN = 1 << 0, /* RETAIN flag to send */
@@ -924,6 +996,8 @@ static void deliver(broker *b, session *s, broker_msg *m, uint8_t qos,
 				return;
 			}
 			send_publish(c, m, 0, retain, false, 0, now_ms);
+			if (out_pending(c) > BROKER_OUT_THROTTLE_HIGH)
+				throttle_origin(b, c);
 			return;
 		}
 		if (s->q_count == 0 && s->infl_count < conn_window(c)) {
@@ -968,6 +1042,8 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 	broker_msg *m = b->route_msg;
 	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s->uid)
 		return;
+	if (b->routing_shm && (flags & SUBTREE_SHARED))
+		return; /* groups claim from share pages: shm_env_route_share */
 	if (b->routing_shm && !(flags & SUBTREE_SHARED) && s->conn &&
 	    ((broker_conn *)s->conn)->shm)
 		return; /* it reads the publisher's log itself */
@@ -1324,7 +1400,8 @@ static void shm_others_cb(void *owner, uint8_t options, uint32_t sub_id,
 	(void)sub_id;
 	const session *s = owner;
 	const broker_conn *c = s->conn;
-	if ((flags & SUBTREE_SHARED) || !c || !c->shm)
+	/* Shared groups claim from share pages (shm_env_share_others). */
+	if (!(flags & SUBTREE_SHARED) && (!c || !c->shm))
 		*(bool *)ctx = true;
 }
 
@@ -1337,13 +1414,13 @@ static bool shm_env_others_want(const char *topic, size_t len, void *ctx)
 	return want;
 }
 
-/* shm_env.route: a record the broker read from a publisher's log. Its
+/* A message of a record the broker read from a publisher's log. Its
  * property bytes come from shared memory: validated here, and dropped
- * (the message still goes) if invalid or holding per-hop properties. */
-static void shm_env_route(void *from, const char *topic, size_t len,
-			  const shimmy_ring_msg *rm, void *ctx)
+ * (the message still goes) if invalid or holding per-hop properties.
+ * Returns a new reference, or NULL (logged) on OOM. */
+static broker_msg *shm_record_msg(broker *b, void *from, const char *topic,
+				  size_t len, const shimmy_ring_msg *rm)
 {
-	broker *b = ctx;
 	broker_conn *fc = from;
 	mqtt_bytes props = { NULL, 0 };
 	if (rm->props_len && rm->props_len <= MQTT_VBI_MAX) {
@@ -1369,22 +1446,161 @@ static void shm_env_route(void *from, const char *topic, size_t len,
 				   (mqtt_bytes){ rm->payload, rm->payload_len },
 				   props, qos > 2 ? 0 : qos, false, 0,
 				   fc && fc->s ? fc->s->uid : 0);
-	if (!m) {
+	if (!m)
 		log_write(b->log, LOG_ERR,
 			  "Out of memory routing a shared-memory message on %s.",
 			  topic);
+	return m;
+}
+
+/* shm_env.route: a record the broker read from a publisher's log. */
+static void shm_env_route(void *from, const char *topic, size_t len,
+			  const shimmy_ring_msg *rm, void *ctx)
+{
+	broker *b = ctx;
+	broker_msg *m = shm_record_msg(b, from, topic, len, rm);
+	if (!m)
 		return;
-	}
 	b->routing_shm = true;
 	route(b, m, b->shm_now_ms, NULL);
 	b->routing_shm = false;
 	msg_unref(m);
 }
 
+/* ---- shared subscriptions over shm (docs/shm-protocol.md §7) -----------
+ *
+ * For a log of an shm publisher, every "$share/G/f" group matching its
+ * topic claims from one share page: shm members claim themselves, and the
+ * broker claims once more for the members it serves itself (non-shm
+ * connections, offline sessions), so each message goes to exactly one
+ * member of a mixed group. route() therefore skips groups for records read
+ * from logs. These scans walk every session: control path only. */
+
+/* s's shared subscriptions whose filter matches t, if it may read t. */
+static void shares_of(broker *b, const session *s, mqtt_str t,
+		      shm_share_fn fn, void *arg)
+{
+	for (uint32_t i = 0; i < s->sub_count; i++) {
+		mqtt_str f = { s->subs[i].filter, s->subs[i].filter_len };
+		mqtt_str g, inner;
+		if (subtree_share_split(f, &g, &inner) &&
+		    mqtt_topic_match(inner, t) &&
+		    acl_allows(b, s, t, ACL_READ))
+			fn(f.ptr, f.len, arg);
+	}
+}
+
+/* shm_env.shares */
+static void shm_env_shares(void *conn, const char *topic, size_t len,
+			   shm_share_fn fn, void *arg, void *ctx)
+{
+	broker *b = ctx;
+	mqtt_str t = { topic, (uint32_t)len };
+	if (conn) {
+		const broker_conn *c = conn;
+		if (c->s && c->state == CONN_ACTIVE)
+			shares_of(b, c->s, t, fn, arg);
+		return;
+	}
+	for (const session *s = b->sess_head; s; s = s->next)
+		shares_of(b, s, t, fn, arg);
+}
+
+static bool session_has_filter(const session *s, mqtt_str f)
+{
+	for (uint32_t i = 0; i < s->sub_count; i++)
+		if (s->subs[i].filter_len == f.len &&
+		    memcmp(s->subs[i].filter, f.ptr, f.len) == 0)
+			return true;
+	return false;
+}
+
+/* A member of a group that the broker, not shared memory, serves. */
+static bool share_served(const broker *b, const session *s, mqtt_str t)
+{
+	const broker_conn *c = s->conn;
+	return !(c && c->state == CONN_ACTIVE && c->shm) &&
+	       acl_allows(b, s, t, ACL_READ);
+}
+
+/* shm_env.share_others: with the groups' preference for connected members
+ * (session_online), the broker claims while the group has a connected
+ * member it serves, or no connected member at all but an offline one. */
+static bool shm_env_share_others(const char *filter, size_t flen,
+				 const char *topic, size_t len, void *ctx)
+{
+	broker *b = ctx;
+	mqtt_str f = { filter, (uint32_t)flen }, t = { topic, (uint32_t)len };
+	bool online = false, online_served = false, offline_served = false;
+	for (const session *s = b->sess_head; s; s = s->next) {
+		if (!session_has_filter(s, f))
+			continue;
+		bool on = session_online(s, NULL);
+		bool served = share_served(b, s, t);
+		online |= on;
+		online_served |= on && served;
+		offline_served |= !on && served;
+	}
+	return online_served || (!online && offline_served);
+}
+
+typedef struct share_pick {
+	session *s;
+	uint8_t options;
+} share_pick;
+
+static void share_pick_cb(void *owner, uint8_t options, uint32_t sub_id,
+			  unsigned flags, void *ctx)
+{
+	(void)sub_id;
+	(void)flags;
+	share_pick *p = ctx;
+	p->s = owner;
+	p->options = options;
+}
+
+/* shm_env.route_share: the next member of the group the broker serves,
+ * round robin (shm members are passed over: they claim for themselves).
+ * Dropped when there is none (the group changed since share_others). */
+static bool shm_env_route_share(void *from, const char *filter, size_t flen,
+				const char *topic, size_t len,
+				const shimmy_ring_msg *rm, void *ctx)
+{
+	broker *b = ctx;
+	mqtt_str f = { filter, (uint32_t)flen }, t = { topic, (uint32_t)len };
+	share_pick p = { 0 }, first = { 0 };
+	/* Picks go round the group; at most one lap. */
+	for (;;) {
+		p.s = NULL;
+		if (!subtree_share_pick(b->subs, f, NULL, share_pick_cb, &p) ||
+		    !p.s || p.s == first.s) {
+			b->pub_dropped++;
+			return false;
+		}
+		if (!first.s)
+			first = p;
+		if (share_served(b, p.s, t))
+			break;
+	}
+	broker_msg *m = shm_record_msg(b, from, topic, len, rm);
+	if (!m)
+		return true; /* out of memory, logged: the group is fine */
+	uint8_t sq = p.options & MQTT_SUBOPT_QOS_MASK;
+	uint8_t qos = b->cfg->upgrade_outgoing_qos ? sq
+						   : (m->qos < sq ? m->qos : sq);
+	deliver(b, p.s, m, qos, DELIVER_SHARED, b->shm_now_ms);
+	msg_unref(m);
+	return true;
+}
+
 static void shm_setup(broker *b)
 {
-	shm_env env = { shm_env_send, shm_env_may, shm_env_wants,
-			shm_env_others_want, shm_env_route, b };
+	shm_env env = { .send = shm_env_send, .may = shm_env_may,
+			.wants = shm_env_wants,
+			.others_want = shm_env_others_want,
+			.route = shm_env_route, .shares = shm_env_shares,
+			.share_others = shm_env_share_others,
+			.route_share = shm_env_route_share, .ctx = b };
 	shm_limits lim = { b->cfg->shm_max_bytes, b->cfg->shm_spin_us,
 			   b->cfg->shm_reader_timeout_ms };
 	int err = 0;
@@ -1395,8 +1611,8 @@ static void shm_setup(broker *b)
 			  strerror(-err));
 }
 
-/* True when c may use shm/1: Unix socket, enabled, and the CONNECT carries
- * User Property shimmy = shm/1. */
+/* True when c may use shm/2: Unix socket, enabled, and the CONNECT carries
+ * User Property shimmy = shm/2. */
 static bool shm_offered(const broker *b, const broker_conn *c,
 			const mqtt_connect *ct)
 {
@@ -1959,6 +2175,9 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 			log_write(b->log, LOG_WARN,
 				  "Client %s: shared memory set-up failed; it stays on MQTT.",
 				  c->id);
+	} else if (b->shm && c->s && c->s->sub_count) {
+		/* A returning $share member changes who claims (§7). */
+		shm_broker_interest(b->shm);
 	}
 
 	if (ct->has_username)
@@ -2620,8 +2839,13 @@ size_t broker_conn_input(broker *b, broker_conn *c, const uint8_t *buf,
 		b->msgs_received++;
 		if (pkt.type == MQTT_PUBLISH)
 			b->pub_received++;
+		b->in_conn = c;
 		handle_packet(b, c, &pkt, now_ms);
+		b->in_conn = NULL;
 		c->cur_raw = NULL;
+		/* Throttled: leave the rest of the input in the socket. */
+		if (c->flags & BROKER_CONN_THROTTLED)
+			break;
 	}
 	size_t used = c->state == CONN_CLOSING ? len : off;
 	b->bytes_received += used;
@@ -2705,6 +2929,8 @@ void broker_conn_written(broker_conn *c, size_t n)
 	c->out_busy = false;
 	out_retired_free(c);
 	c->b->bytes_sent += n;
+	if (c->congested && pending - n <= BROKER_OUT_THROTTLE_LOW)
+		congestion_end(c->b, c);
 	while (n) {
 		out_ref *r = out_ref_first(c);
 		if (r && r->pos == c->out_off) {
@@ -2758,6 +2984,9 @@ broker_conn *broker_next_dirty(broker *b)
 
 void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 {
+	congestion_end(b, c);
+	if (c->flags & BROKER_CONN_THROTTLED)
+		throttle_forget(b, c);
 	if (c->shm) {
 		shm_client_close(b->shm, c->shm);
 		c->shm = NULL;
@@ -2807,8 +3036,22 @@ void broker_conn_closed(broker *b, broker_conn *c, uint64_t now_ms)
 uint64_t broker_tick(broker *b, uint64_t now_ms)
 {
 	b->now_ms = now_ms;
+	if (b->congested &&
+	    now_ms - b->throttle_since_ms >= BROKER_THROTTLE_MAX_MS) {
+		for (broker_conn *c = b->conns; c; c = c->next) {
+			if (!c->congested)
+				continue;
+			log_write(b->log, LOG_WARN,
+				  "Client %s is not reading its messages fast enough; publishers are no longer held back for it.",
+				  conn_id(c));
+			congestion_end(b, c);
+		}
+		b->throttle_off_until_ms = now_ms + BROKER_THROTTLE_OFF_MS;
+	}
 	if (now_ms >= b->next_scan_ms) {
 		b->next_scan_ms = now_ms + 1000;
+		if (b->shm)
+			shm_broker_tick(b->shm, now_ms); /* stuck shm readers */
 		for (broker_conn *c = b->conns; c; c = c->next) {
 			if (c->out && c->out_len == 0)
 				out_release(c); /* idle: see broker_conn_written */
@@ -2854,6 +3097,9 @@ uint64_t broker_tick(broker *b, uint64_t now_ms)
 		if (b->next_sys_ms < due)
 			due = b->next_sys_ms;
 	}
+	if (b->congested &&
+	    b->throttle_since_ms + BROKER_THROTTLE_MAX_MS < due)
+		due = b->throttle_since_ms + BROKER_THROTTLE_MAX_MS;
 	uint64_t wait = due > now_ms ? due - now_ms : 0;
 	return wait > 1000 ? 1000 : wait;
 }
@@ -3002,6 +3248,12 @@ void broker_sys_publish(broker *b, uint64_t now_ms)
 			{ "$SYS/broker/shm/messages/inbound", st.inbound },
 			{ "$SYS/broker/shm/messages/lost", st.inbound_lost },
 			{ "$SYS/broker/shm/logs dropped", st.dropped_logs },
+			{ "$SYS/broker/shm/readers cut", st.readers_cut },
+			{ "$SYS/broker/shm/shares", st.shares },
+			{ "$SYS/broker/shm/share members", st.share_members },
+			{ "$SYS/broker/shm/messages/share claimed",
+			  st.share_claimed },
+			{ "$SYS/broker/shm/messages/share lost", st.share_lost },
 		};
 		for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
 			sys_pub(b, now_ms, rows[i].topic, "%llu",

@@ -47,6 +47,11 @@ typedef enum broker_transport {
 enum {
 	/* The core wants the connection closed once its output is flushed. */
 	BROKER_CONN_WANT_CLOSE = 1 << 0,
+	/* Back-pressure: what this connection publishes fills a slow
+	 * consumer's output. Stop reading it (broker_conn_input() stops
+	 * consuming after the packet that set it) until the flag clears;
+	 * the core marks the conn dirty when it does. */
+	BROKER_CONN_THROTTLED = 1 << 1,
 };
 
 /*
@@ -217,7 +222,7 @@ int broker_publish(broker *b, const char *topic, const void *payload,
 
 /*
  * Shared-memory fast path (broker/shm.h, docs/shm-protocol.md). A Unix
- * socket client whose MQTT 5 CONNECT carries User Property shimmy = shm/1
+ * socket client whose MQTT 5 CONNECT carries User Property shimmy = shm/2
  * gets it echoed in CONNACK (unless shimmy_shm is false) and then control
  * messages on $shimmy/ctl with segment fds attached.
  *

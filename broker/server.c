@@ -109,6 +109,7 @@ typedef struct srv_listener {
 enum {
 	SRV_CONN_OUT_ARMED = 1 << 0, /* EPOLLOUT is in the interest set */
 	SRV_CONN_LINGER = 1 << 1,    /* WANT_CLOSE, flushing before close */
+	SRV_CONN_PAUSED = 1 << 2,    /* THROTTLED: EPOLLIN left out */
 };
 
 /* An fd the core attached to an output byte (SCM_RIGHTS), waiting to be
@@ -316,7 +317,8 @@ static uint32_t conn_events(const srv_conn *c)
 {
 	if (c->state & SRV_CONN_LINGER)
 		return EPOLLOUT;
-	return EPOLLIN | ((c->state & SRV_CONN_OUT_ARMED) ? EPOLLOUT : 0);
+	return ((c->state & SRV_CONN_PAUSED) ? 0 : EPOLLIN) |
+	       ((c->state & SRV_CONN_OUT_ARMED) ? EPOLLOUT : 0);
 }
 
 /* Closes every attached fd not yet sent. */
@@ -651,8 +653,59 @@ static void conn_read(srv_conn *c)
 		}
 		if (broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE)
 			return;
+		if (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED) {
+			/* Back-pressure: leave the rest in the socket. */
+			c->state |= SRV_CONN_PAUSED;
+			if (conn_set_events(c, conn_events(c)) < 0)
+				conn_close(c);
+			return;
+		}
 		if ((size_t)r < room)
 			return; /* the socket is most likely drained */
+	}
+}
+
+/* Applies the complete packets a throttled conn left in c->in. Owner
+ * thread, lock held. May close c. */
+static void conn_feed_tail(srv_conn *c)
+{
+	server *s = c->loop->s;
+	while (c->bc && c->in_len &&
+	       !(broker_conn_flags(c->bc) &
+		 (BROKER_CONN_THROTTLED | BROKER_CONN_WANT_CLOSE))) {
+		size_t need = broker_conn_input_need(c->bc, c->in, c->in_len);
+		if (need == 0 || need > c->in_len)
+			return;
+		size_t used = broker_conn_input(s->b, c->bc, c->in, c->in_len,
+						core_clock(s));
+		if (used > c->in_len)
+			used = c->in_len;
+		if (used == 0)
+			return;
+		if (conn_keep_tail(c, c->in + used, c->in_len - used) < 0) {
+			conn_close(c);
+			return;
+		}
+	}
+}
+
+/* The core lifted c's throttle: read it again, starting with what it
+ * left unprocessed. Owner thread, lock held. May close c. */
+static void conn_resume(srv_conn *c)
+{
+	if (!(c->state & SRV_CONN_PAUSED) || !c->bc ||
+	    (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED))
+		return;
+	c->state &= ~(unsigned)SRV_CONN_PAUSED;
+	if (conn_set_events(c, conn_events(c)) < 0) {
+		conn_close(c);
+		return;
+	}
+	conn_feed_tail(c);
+	if (c->bc && (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED)) {
+		c->state |= SRV_CONN_PAUSED;
+		if (conn_set_events(c, conn_events(c)) < 0)
+			conn_close(c);
 	}
 }
 
@@ -716,8 +769,10 @@ static void flush_queue(srv_loop *loop)
 			conn_close(c);
 			continue;
 		}
-		if (!(broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE))
+		if (!(broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE)) {
+			conn_resume(c);
 			continue;
+		}
 		if (rc == 0) {
 			conn_finish_close(c);
 		} else if (!(c->state & SRV_CONN_LINGER)) {

@@ -5,6 +5,8 @@
  *
  *   shm_broker --clients--> shm_client --(owner of)--> shm_log
  *              --logs-----> shm_log --readers--> shm_att --cl--> shm_client
+ *                           shm_log --shares---> shm_share --membs--> shm_memb
+ *                                                          --cl--> shm_client
  *
  * An shm_att is one reader table entry of one log: a client's attachment
  * (cl != NULL) or the broker's own reader (cl == NULL, rd != NULL). Each
@@ -16,10 +18,15 @@
  * they are not on sb->logs and carry a topic per record:
  *   props = | u16 BE topic_len | topic | MQTT 5 property bytes |
  *
+ * A shm_share is one $share group's page on one log (§7; see the shared
+ * subscriptions section below); it owns its page, its bell and the table
+ * entries of its claimants.
+ *
  * Invariants: an att is on exactly one log's list and, when cl != NULL, on
- * cl->atts; log->used has bit idx set iff an att with that idx exists;
- * a log with owner == NULL is CLOSED and kept only while the broker's
- * reader drains it.
+ * cl->atts; log->used has bit idx set iff an att or a share entry (page,
+ * wake-only) with that idx exists; a log with owner == NULL is CLOSED and
+ * kept only while the broker's reader, or its claims from a share page,
+ * drain it.
  */
 #include "broker/shm.h"
 
@@ -37,6 +44,8 @@
 #include "shmpath/ctl.h"
 #include "shmpath/notify.h"
 #include "shmpath/segment.h"
+#include "shmpath/share.h"
+#include "shmpath/tether.h"
 
 /* Data capacity class of an inbound log (1 MiB, records up to 256 KiB). */
 #define SHM_INBOUND_CLASS 1u
@@ -51,6 +60,7 @@
 
 typedef struct shm_log shm_log;
 typedef struct shm_att shm_att;
+typedef struct shm_share shm_share;
 
 struct shm_att {
 	shm_log *log;
@@ -59,6 +69,9 @@ struct shm_att {
 	uint64_t gen;
 	shimmy_seg slot;         /* broker's RW mapping of the slot */
 	shimmy_ring_reader *rd;  /* broker's reader (cl == NULL) */
+	bool cut;                /* cut loose (stuck): DETACHED, kept until
+				  * the client's LOG_RELEASE */
+	shimmy_tether tether;    /* reliable logs: stuck-reader clock */
 	shm_att *next_in_log;
 	shm_att *next_in_cl;
 };
@@ -69,12 +82,16 @@ struct shm_log {
 	uint16_t topic_len;
 	shm_client *owner;       /* publisher; NULL once closed */
 	bool inbound;
+	bool reliable;           /* QoS 1/2 log: readers hold the writer */
+	uint64_t cap;            /* data capacity */
+	uint32_t req_id;         /* LOG_CREATE's, until LOG_GRANT is sent */
 	shimmy_seg seg;
 	shimmy_ring_writer *w;   /* inbound logs only: the broker writes */
 	uint64_t gen_next;
 	uint64_t used[(SHM_READERS + 63) / 64];
 	shm_att *atts;
 	shm_att *brd;            /* the broker's reader, if any */
+	shm_share *shares;       /* shared groups reading it (§7) */
 	shm_log *next;           /* sb->logs */
 };
 
@@ -270,6 +287,11 @@ static shm_att *att_new(shm_broker *sb, shm_log *lg, shm_client *cl,
 	if (!cl && shimmy_ring_reader_create(&a->rd, mem, len, slot, slen,
 					     a->idx, a->gen, ring_flags) != 0)
 		goto out_slot;
+	/* Reliable logs: the client's reader holds the writer back from now
+	 * on, not only once its client has mapped the log (tether.h). */
+	if (cl && lg->reliable &&
+	    shimmy_tether_seed(mem, len, slot, slen, a->gen, ring_flags) != 0)
+		goto out_slot;
 	/* Lossy logs: ATTACHED now is harmless (the writer ignores the entry
 	 * until the slot shows the same gen, written by reader_create). */
 	if (shimmy_ring_slot_set(mem, len, a->idx, SHIMMY_RING_SLOT_ATTACHED,
@@ -295,13 +317,15 @@ out_free:
 	return NULL;
 }
 
-/* Gives the writer of lg (its publisher) the new reader's slot and bell. */
-static void tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
-		     const shimmy_seg *bell)
+/* READER_ADD: the writer of lg (its publisher) tracks table entry idx
+ * with the page `slot` (a reader slot or a share page, read-only) and
+ * rings `bell` on commit. */
+static void tell_track(shm_broker *sb, shm_log *lg, uint32_t idx, uint64_t gen,
+		       const shimmy_seg *slot, const shimmy_seg *bell)
 {
 	if (!lg->owner)
 		return;
-	int fds[2] = { shimmy_seg_open_ro(&a->slot), dup_fd(bell->fd) };
+	int fds[2] = { shimmy_seg_open_ro(slot), dup_fd(bell->fd) };
 	if (fds[0] < 0 || fds[1] < 0) {
 		if (fds[0] >= 0)
 			close(fds[0]);
@@ -309,9 +333,17 @@ static void tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
 			close(fds[1]);
 		return;
 	}
+	/* req_id: before LOG_GRANT, tells which LOG_CREATE it is for. */
 	shimmy_ctl m = { .type = SHIMMY_CTL_READER_ADD, .log_id = lg->id,
-			 .idx = a->idx, .gen = a->gen };
+			 .idx = idx, .gen = gen, .req_id = lg->req_id };
 	ctl_send(sb, lg->owner, &m, fds, 2);
+}
+
+/* Gives the writer of lg (its publisher) the new reader's slot and bell. */
+static void tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
+		     const shimmy_seg *bell)
+{
+	tell_track(sb, lg, a->idx, a->gen, &a->slot, bell);
 }
 
 /* Attaches client cl to publisher log lg: LOG_ATTACH to cl, READER_ADD
@@ -333,9 +365,10 @@ static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 	}
 	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_ATTACH, .log_id = lg->id,
 			 .idx = a->idx, .gen = a->gen,
-			 .flags = (ring_flags & SHIMMY_RING_FROM_HEAD)
-					  ? SHIMMY_CTL_F_FROM_HEAD
-					  : 0,
+			 .flags = ((ring_flags & SHIMMY_RING_FROM_HEAD)
+					   ? SHIMMY_CTL_F_FROM_HEAD
+					   : 0) |
+				  (lg->reliable ? SHIMMY_CTL_F_RELIABLE : 0),
 			 .topic = lg->topic, .topic_len = lg->topic_len };
 	if (ctl_send(sb, cl, &m, fds, 2) < 0) {
 		att_free(sb, a);
@@ -366,6 +399,430 @@ static shm_att *find_att(const shm_client *cl, const shm_log *lg)
 	return NULL;
 }
 
+/* ---- shared subscriptions (docs/shm-protocol.md §7) ---------------------- */
+
+/*
+ * One share page per (group, log), for every "$share/G/f" whose f matches
+ * the log's topic. The page is one reader of the log (table entry idx,
+ * gen, ATTACHED): the writer tracks it for flow control, with a bell of
+ * the page's own that nobody sleeps on, so no member's departure changes
+ * what the writer holds. Each claimant - an shm member, or the broker for
+ * the members it serves itself (non-shm connections, offline sessions) -
+ * has a wake-only entry: a FREE table entry the writer tracks with the
+ * claimant's bell, which it rings on commit but never waits for (a FREE
+ * entry never holds a writer back). All claimants CAS one cursor, so each
+ * record goes to exactly one of them, across shm and non-shm members.
+ *
+ * Pages are charged to no client: a page needs its entry plus one per
+ * claimant, so a log carries at most SHM_READERS / 2 of them (16 KiB each,
+ * page and bell), and logs are charged to their publishers.
+ *
+ * Invariants: a share is on exactly one log's list; its idx, claim_wake
+ * (while claiming) and every member's wake are set in log->used; a share
+ * has a member or claims, except inside share_sync().
+ */
+typedef struct shm_memb {
+	shm_client *cl;
+	uint32_t wake;           /* its wake-only table entry */
+	bool seen;               /* share_sync() scratch */
+	struct shm_memb *next;
+} shm_memb;
+
+struct shm_share {
+	shm_log *log;
+	char *filter;            /* "$share/G/f", NUL-terminated */
+	uint16_t filter_len;
+	uint32_t idx;            /* the page's table entry */
+	uint64_t gen;
+	shimmy_seg page;         /* kind SHARE; members map it RW */
+	shimmy_seg bell;         /* rung for the page entry; nobody sleeps */
+	shimmy_share_member *h;  /* the broker's handle: its claims, loss */
+	bool claiming;           /* the broker claims for its members */
+	uint32_t claim_wake;     /* the broker's wake entry while claiming */
+	bool seen;               /* share_sync() scratch */
+	shm_memb *membs;
+	shm_share *next;         /* log->shares */
+};
+
+/* A wake-only entry of sh's log for bell. Returns its index or -ENOSPC. */
+static int wake_new(shm_broker *sb, shm_share *sh, const shimmy_seg *bell)
+{
+	shm_log *lg = sh->log;
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	int idx = idx_alloc(lg, mem, len);
+	if (idx < 0)
+		return idx;
+	shimmy_ring_slot_set(mem, len, (uint32_t)idx, SHIMMY_RING_SLOT_FREE, 0);
+	tell_track(sb, lg, (uint32_t)idx, 0, &sh->page, bell);
+	return idx;
+}
+
+static void wake_free(shm_broker *sb, shm_share *sh, uint32_t idx)
+{
+	idx_free(sh->log, idx);
+	tell_drop(sb, sh->log, idx);
+}
+
+static shm_share *share_find(shm_log *lg, const char *filter, size_t flen)
+{
+	for (shm_share *sh = lg->shares; sh; sh = sh->next)
+		if (sh->filter_len == flen && memcmp(sh->filter, filter, flen) == 0)
+			return sh;
+	return NULL;
+}
+
+static shm_memb *memb_find(shm_share *sh, const shm_client *cl)
+{
+	for (shm_memb *m = sh->membs; m; m = m->next)
+		if (m->cl == cl)
+			return m;
+	return NULL;
+}
+
+/* Creates the page of group `filter` on lg, cursor at the log's tail, and
+ * has the writer track it. Returns NULL (no entry, a syscall failed). */
+static shm_share *share_new(shm_broker *sb, shm_log *lg, const char *filter,
+			    size_t flen)
+{
+	size_t len, plen, blen;
+	void *mem = seg_body_len(&lg->seg, &len);
+	if (flen > UINT16_MAX)
+		return NULL;
+	shm_share *sh = calloc(1, sizeof(*sh));
+	if (!sh)
+		return NULL;
+	sh->filter = malloc(flen + 1);
+	if (!sh->filter)
+		goto out_free;
+	memcpy(sh->filter, filter, flen);
+	sh->filter[flen] = '\0';
+	sh->filter_len = (uint16_t)flen;
+	sh->log = lg;
+	int idx = idx_alloc(lg, mem, len);
+	if (idx < 0)
+		goto out_filter;
+	sh->idx = (uint32_t)idx;
+	sh->gen = ++lg->gen_next;
+	if (seg_new(sb, NULL, &sh->page, SHIMMY_SEG_SHARE,
+		    SHIMMY_SHARE_PAGE_SIZE) < 0)
+		goto out_idx;
+	if (seg_new(sb, NULL, &sh->bell, SHIMMY_SEG_BELL, SHIMMY_BELL_SIZE) < 0)
+		goto out_page;
+	void *page = seg_body_len(&sh->page, &plen);
+	void *bmem = seg_body_len(&sh->bell, &blen);
+	if (!shimmy_bell_init(bmem, blen) ||
+	    shimmy_share_format(page, plen, mem, len, sh->gen) != 0 ||
+	    shimmy_share_member_create(&sh->h, mem, len, page, plen,
+				       sh->idx) != 0)
+		goto out_bell;
+	/* After format: the writer reads the cursor once gen matches. */
+	if (shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_ATTACHED,
+				 sh->gen) != 0)
+		goto out_h;
+	sh->next = lg->shares;
+	lg->shares = sh;
+	sb->st.shares++;
+	tell_track(sb, lg, sh->idx, sh->gen, &sh->page, &sh->bell);
+	return sh;
+
+out_h:
+	shimmy_share_member_destroy(sh->h);
+out_bell:
+	seg_free(sb, NULL, &sh->bell);
+out_page:
+	seg_free(sb, NULL, &sh->page);
+out_idx:
+	idx_free(lg, sh->idx);
+out_filter:
+	free(sh->filter);
+out_free:
+	free(sh);
+	return NULL;
+}
+
+/* Adds shm client cl to sh: its wake entry (READER_ADD to the publisher)
+ * and SHARE_ATTACH with the log (RO) and the page (RW). */
+static shm_memb *memb_add(shm_broker *sb, shm_share *sh, shm_client *cl)
+{
+	shm_log *lg = sh->log;
+	shm_memb *m = calloc(1, sizeof(*m));
+	if (!m)
+		return NULL;
+	int wake = wake_new(sb, sh, &cl->bell);
+	if (wake < 0)
+		goto out_free;
+	m->cl = cl;
+	m->wake = (uint32_t)wake;
+	int fds[2] = { shimmy_seg_open_ro(&lg->seg), dup_fd(sh->page.fd) };
+	if (fds[0] < 0 || fds[1] < 0) {
+		if (fds[0] >= 0)
+			close(fds[0]);
+		if (fds[1] >= 0)
+			close(fds[1]);
+		goto out_wake;
+	}
+	shimmy_ctl a = { .type = SHIMMY_CTL_SHARE_ATTACH, .log_id = lg->id,
+			 .idx = sh->idx, .gen = sh->gen, .topic = lg->topic,
+			 .topic_len = lg->topic_len };
+	if (ctl_send(sb, cl, &a, fds, 2) < 0)
+		goto out_wake;
+	m->next = sh->membs;
+	sh->membs = m;
+	sb->st.share_members++;
+	return m;
+
+out_wake:
+	wake_free(sb, sh, m->wake);
+out_free:
+	free(m);
+	return NULL;
+}
+
+/* Removes member m; reason != 0 also tells it (SHARE_DETACH). */
+static void memb_free(shm_broker *sb, shm_share *sh, shm_memb *m,
+		      uint32_t reason)
+{
+	if (reason) {
+		shimmy_ctl d = { .type = SHIMMY_CTL_SHARE_DETACH,
+				 .log_id = sh->log->id, .idx = sh->idx,
+				 .arg = reason };
+		ctl_send(sb, m->cl, &d, NULL, 0);
+	}
+	wake_free(sb, sh, m->wake);
+	for (shm_memb **pp = &sh->membs; *pp; pp = &(*pp)->next)
+		if (*pp == m) {
+			*pp = m->next;
+			break;
+		}
+	sb->st.share_members--;
+	free(m);
+}
+
+/* Starts or stops the broker's claims from sh. */
+static void share_set_claiming(shm_broker *sb, shm_share *sh, bool on)
+{
+	if (on && !sh->claiming) {
+		int wake = wake_new(sb, sh, &sb->bell);
+		if (wake < 0)
+			return;
+		sh->claim_wake = (uint32_t)wake;
+		sh->claiming = true;
+	} else if (!on && sh->claiming) {
+		wake_free(sb, sh, sh->claim_wake);
+		sh->claiming = false;
+	}
+}
+
+/* Frees sh: members told with `reason` (0: not told), entries freed, the
+ * writer told. Members' fds keep the page alive for them. */
+static void share_free(shm_broker *sb, shm_share *sh, uint32_t reason)
+{
+	shm_log *lg = sh->log;
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	while (sh->membs)
+		memb_free(sb, sh, sh->membs, reason);
+	share_set_claiming(sb, sh, false);
+	shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_FREE, 0);
+	idx_free(lg, sh->idx);
+	tell_drop(sb, lg, sh->idx);
+	for (shm_share **pp = &lg->shares; *pp; pp = &(*pp)->next)
+		if (*pp == sh) {
+			*pp = sh->next;
+			break;
+		}
+	shimmy_share_member_destroy(sh->h);
+	seg_free(sb, NULL, &sh->page);
+	seg_free(sb, NULL, &sh->bell);
+	sb->st.shares--;
+	free(sh->filter);
+	free(sh);
+}
+
+typedef struct share_sync_arg {
+	shm_broker *sb;
+	shm_log *lg;
+	shm_client *cl; /* NULL: groups only */
+} share_sync_arg;
+
+/* shm_share_fn of share_sync(): the group exists, and cl is a member. */
+static void share_sync_cb(const char *filter, size_t flen, void *arg)
+{
+	share_sync_arg *a = arg;
+	shm_share *sh = share_find(a->lg, filter, flen);
+	if (!sh)
+		sh = share_new(a->sb, a->lg, filter, flen);
+	if (!sh)
+		return;
+	sh->seen = true;
+	if (!a->cl)
+		return;
+	shm_memb *m = memb_find(sh, a->cl);
+	if (!m)
+		m = memb_add(a->sb, sh, a->cl);
+	if (m)
+		m->seen = true;
+}
+
+/*
+ * Reconciles lg's share pages with the subscriptions: a page per matching
+ * group, SHARE_ATTACH to new shm members and SHARE_DETACH to gone ones,
+ * the broker's claims on while a group has members it serves itself, and
+ * pages with nobody left freed. Control path: O(sessions + shm clients).
+ */
+static void share_sync(shm_broker *sb, shm_log *lg)
+{
+	if (!sb->env.shares || !lg->owner || lg->inbound)
+		return;
+	for (shm_share *sh = lg->shares; sh; sh = sh->next) {
+		sh->seen = false;
+		for (shm_memb *m = sh->membs; m; m = m->next)
+			m->seen = false;
+	}
+	share_sync_arg a = { sb, lg, NULL };
+	sb->env.shares(NULL, lg->topic, lg->topic_len, share_sync_cb, &a,
+		       sb->env.ctx);
+	for (shm_client *cl = sb->clients; cl; cl = cl->next) {
+		a.cl = cl;
+		sb->env.shares(cl->conn, lg->topic, lg->topic_len,
+			       share_sync_cb, &a, sb->env.ctx);
+	}
+	shm_share *next;
+	for (shm_share *sh = lg->shares; sh; sh = next) {
+		next = sh->next;
+		shm_memb *mnext;
+		for (shm_memb *m = sh->membs; m; m = mnext) {
+			mnext = m->next;
+			if (!m->seen)
+				memb_free(sb, sh, m,
+					  SHIMMY_CTL_DETACH_UNSUBSCRIBED);
+		}
+		share_set_claiming(sb, sh,
+				   sh->seen && sb->env.share_others &&
+					   sb->env.share_others(
+						   sh->filter, sh->filter_len,
+						   lg->topic, lg->topic_len,
+						   sb->env.ctx));
+		if (!sh->membs && !sh->claiming)
+			share_free(sb, sh, 0);
+	}
+}
+
+/* lg's publisher is gone: members drain the page to -EPIPE on their own;
+ * the broker keeps only pages it still claims from. */
+static void share_log_closed(shm_broker *sb, shm_log *lg)
+{
+	shm_share *next;
+	for (shm_share *sh = lg->shares; sh; sh = next) {
+		next = sh->next;
+		while (sh->membs)
+			memb_free(sb, sh, sh->membs, 0);
+		if (!sh->claiming)
+			share_free(sb, sh, 0);
+	}
+}
+
+/* cl's connection is gone: it stops being a member anywhere. */
+static void share_client_gone(shm_broker *sb, shm_client *cl)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		shm_share *next;
+		for (shm_share *sh = lg->shares; sh; sh = next) {
+			next = sh->next;
+			shm_memb *m = memb_find(sh, cl);
+			if (!m)
+				continue;
+			memb_free(sb, sh, m, 0);
+			if (!sh->membs && !sh->claiming)
+				share_free(sb, sh, 0);
+		}
+	}
+}
+
+static bool rx_fit(shm_broker *sb, size_t need)
+{
+	if (need <= sb->rx_cap)
+		return true;
+	uint8_t *p = realloc(sb->rx, need);
+	if (!p)
+		return false;
+	sb->rx = p;
+	sb->rx_cap = need;
+	return true;
+}
+
+/* Claims up to a budget of records per page the broker claims from, for
+ * the members it serves. Returns 1 if more remain. */
+static int share_poll(shm_broker *sb, shm_log *lg)
+{
+	void *from = lg->owner ? lg->owner->conn : NULL;
+	int more = 0;
+	bool resync = false;
+	shm_share *next;
+	for (shm_share *sh = lg->shares; sh; sh = next) {
+		next = sh->next;
+		int n = 0;
+		while (sh->claiming && n < SHM_POLL_BUDGET) {
+			shimmy_ring_msg msg;
+			int rc = shimmy_share_claim(sh->h, &msg, sb->rx,
+						    sb->rx_cap);
+			if (rc == MQTT_ERR_NOSPACE &&
+			    rx_fit(sb, (size_t)msg.props_len + msg.payload_len))
+				continue;
+			if (rc == 1) {
+				n++;
+				sb->st.share_claimed++;
+				/* No member left to serve (e.g. a session
+				 * expired unannounced): decide again. */
+				if (!sb->env.route_share(from, sh->filter,
+							 sh->filter_len,
+							 lg->topic,
+							 lg->topic_len, &msg,
+							 sb->env.ctx)) {
+					resync = true;
+					break;
+				}
+				continue;
+			}
+			if (rc == 0)
+				break;
+			/* -EPIPE (closed, drained), -ENOLINK (cut loose),
+			 * garbage (a member may scribble on the page) or no
+			 * memory: stop claiming from this page. */
+			if (rc == MQTT_ERR_MALFORMED)
+				sb->st.dropped_logs++;
+			share_set_claiming(sb, sh, false);
+			if (!sh->membs)
+				share_free(sb, sh, 0);
+			break;
+		}
+		if (n == SHM_POLL_BUDGET)
+			more = 1;
+	}
+	if (resync)
+		share_sync(sb, lg);
+	return more;
+}
+
+/* True when a page the broker claims from has something for it. */
+static bool share_ready(const shm_log *lg)
+{
+	for (const shm_share *sh = lg->shares; sh; sh = sh->next)
+		if (sh->claiming && shimmy_share_ready(sh->h))
+			return true;
+	return false;
+}
+
+static uint64_t share_lost(const shm_broker *sb)
+{
+	uint64_t lost = 0;
+	for (const shm_log *lg = sb->logs; lg; lg = lg->next)
+		for (const shm_share *sh = lg->shares; sh; sh = sh->next)
+			lost += shimmy_share_lost(sh->h);
+	return lost;
+}
+
 /* ---- logs ----------------------------------------------------------------- */
 
 static void log_unlink(shm_broker *sb, shm_log *lg)
@@ -379,6 +836,8 @@ static void log_unlink(shm_broker *sb, shm_log *lg)
 
 static void log_free(shm_broker *sb, shm_log *lg, shm_client *charged)
 {
+	while (lg->shares)
+		share_free(sb, lg->shares, 0);
 	while (lg->atts)
 		att_free(sb, lg->atts);
 	if (lg->w)
@@ -405,6 +864,8 @@ static shm_log *log_new(shm_broker *sb, shm_client *owner, const char *topic,
 	lg->topic[topic_len] = '\0';
 	lg->topic_len = (uint16_t)topic_len;
 	lg->inbound = inbound;
+	lg->reliable = (ring_flags & SHIMMY_RING_RELIABLE) != 0;
+	lg->cap = cap;
 	lg->owner = inbound ? NULL : owner;
 	if (seg_new(sb, owner, &lg->seg, SHIMMY_SEG_LOG,
 		    shimmy_ring_region_size(cap)) < 0)
@@ -462,16 +923,14 @@ static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 		return ctl_send(sb, cl, &g, NULL, 0);
 	}
 	g.log_id = lg->id;
-	int rc = ctl_send(sb, cl, &g, &fd, 1);
-	if (rc < 0) {
-		log_free(sb, lg, cl);
-		return rc;
-	}
 	lg->next = sb->logs;
 	sb->logs = lg;
 	sb->st.logs++;
 	/* The log is new: readers start at its head, so they see everything
-	 * the publisher writes, even before they map it. */
+	 * the publisher writes, even before they map it. Their READER_ADDs
+	 * (tagged with req_id) go out before LOG_GRANT, so the writer tracks
+	 * them from its first record: a reliable writer never laps them. */
+	lg->req_id = m->req_id;
 	for (shm_client *o = sb->clients; o; o = o->next)
 		if (sb->env.wants(o->conn, lg->topic, lg->topic_len, cl->conn,
 				  sb->env.ctx) &&
@@ -480,7 +939,11 @@ static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 			attach_client(sb, lg, o, SHIMMY_RING_FROM_HEAD);
 	if (sb->env.others_want(lg->topic, lg->topic_len, sb->env.ctx))
 		attach_broker(sb, lg, SHIMMY_RING_FROM_HEAD);
-	return 0;
+	share_sync(sb, lg); /* a new log: pages start at its head too */
+	lg->req_id = 0;
+	/* On failure the core disconnects cl, and shm_client_close() closes
+	 * the log like any of cl's. */
+	return ctl_send(sb, cl, &g, &fd, 1);
 }
 
 /* Closes a publisher log: readers drain, then drop. Kept while the
@@ -506,11 +969,12 @@ static void log_close(shm_broker *sb, shm_log *lg)
 		if (a->cl)
 			att_free(sb, a);
 	}
+	share_log_closed(sb, lg);
 	/* Charge moves from the gone publisher to nobody. */
 	if (owner)
 		owner->bytes -= owner->bytes < lg->seg.size ? owner->bytes
 							  : lg->seg.size;
-	if (!lg->brd) {
+	if (!lg->brd && !lg->shares) {
 		log_unlink(sb, lg);
 		sb->st.logs--;
 		log_free(sb, lg, NULL);
@@ -527,7 +991,13 @@ static int on_log_release(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 			return 0;
 		}
 		shm_att *a = find_att(cl, lg);
-		if (a) {
+		if (a && a->cut) {
+			/* The cut-loose reader is awake again and let go:
+			 * attach it anew, at the tail, if it still matches
+			 * (the writer heard READER_DROP at the cut). */
+			att_free(sb, a);
+			shm_client_resubscribed(sb, cl);
+		} else if (a) {
 			uint32_t idx = a->idx;
 			att_free(sb, a);
 			tell_drop(sb, lg, idx);
@@ -535,6 +1005,51 @@ static int on_log_release(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 		return 0;
 	}
 	return 0; /* unknown or already gone: not an error (races) */
+}
+
+/* Cuts loose a client's reader that holds lg's writer back: its entry
+ * becomes DETACHED (the writer stops waiting for it at its next rescan;
+ * the reader reads -ENOLINK), the reader gets LOG_DETACH (stuck) and the
+ * writer READER_DROP. The att, its idx and its slot stay until the
+ * client's LOG_RELEASE or its connection ends. */
+static void att_cut(shm_broker *sb, shm_att *a)
+{
+	shm_log *lg = a->log;
+	size_t len;
+	void *mem = seg_body_len(&lg->seg, &len);
+	shimmy_ring_slot_set(mem, len, a->idx, SHIMMY_RING_SLOT_DETACHED,
+			     a->gen);
+	a->cut = true;
+	sb->st.readers_cut++;
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_DETACH, .log_id = lg->id,
+			 .idx = a->idx, .gen = a->gen,
+			 .arg = SHIMMY_CTL_DETACH_STUCK };
+	ctl_send(sb, a->cl, &m, NULL, 0);
+	tell_drop(sb, lg, a->idx);
+}
+
+void shm_broker_tick(shm_broker *sb, uint64_t now_ms)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		if (!lg->reliable || !lg->owner)
+			continue;
+		size_t len;
+		const void *mem = seg_body_len(&lg->seg, &len);
+		for (shm_att *a = lg->atts; a; a = a->next_in_log) {
+			if (!a->cl || a->cut)
+				continue; /* the broker's own reader keeps up */
+			size_t slen;
+			const void *slot = seg_body_len(&a->slot, &slen);
+			uint64_t pos, tail;
+			if (shimmy_tether_read(mem, len, slot, slen, a->gen,
+					       &pos, &tail) != 0)
+				continue;
+			if (shimmy_tether_check(&a->tether, pos, tail, lg->cap,
+						now_ms,
+						sb->lim.reader_timeout_ms))
+				att_cut(sb, a);
+		}
+	}
 }
 
 /* ---- broker's own reading --------------------------------------------- */
@@ -552,7 +1067,7 @@ static void *bridge_main(void *arg)
 static bool log_drained_closed(shm_broker *sb, shm_log *lg)
 {
 	(void)sb;
-	return !lg->owner && !lg->brd;
+	return !lg->owner && !lg->brd && !lg->shares;
 }
 
 /* Routes up to a budget of records of lg. Returns 1 if more remain. */
@@ -604,6 +1119,8 @@ int shm_broker_poll(shm_broker *sb, uint64_t now_ms)
 		next = lg->next;
 		if (lg->brd)
 			more |= log_poll(sb, lg);
+		if (lg->shares)
+			more |= share_poll(sb, lg);
 		if (log_drained_closed(sb, lg)) {
 			log_unlink(sb, lg);
 			sb->st.logs--;
@@ -620,7 +1137,8 @@ int shm_broker_arm(shm_broker *sb)
 	/* A closed log still being drained reads ready (-EPIPE at its end),
 	 * so it is polled and freed without any writer ringing. */
 	for (shm_log *lg = sb->logs; lg; lg = lg->next)
-		if (lg->brd && shimmy_ring_reader_ready(lg->brd->rd))
+		if ((lg->brd && shimmy_ring_reader_ready(lg->brd->rd)) ||
+		    share_ready(lg))
 			return 1;
 	return 0;
 }
@@ -646,6 +1164,7 @@ void shm_broker_interest(shm_broker *sb)
 			att_free(sb, lg->brd);
 			tell_drop(sb, lg, idx);
 		}
+		share_sync(sb, lg);
 	}
 }
 
@@ -741,6 +1260,7 @@ void shm_client_close(shm_broker *sb, shm_client *cl)
 		att_free(sb, a);
 		tell_drop(sb, lg, idx);
 	}
+	share_client_gone(sb, cl);
 	/* Its logs: closed; readers drain them. */
 	shm_log *next;
 	for (shm_log *lg = sb->logs; lg; lg = next) {
@@ -782,6 +1302,7 @@ void shm_client_resubscribed(shm_broker *sb, shm_client *cl)
 			ctl_send(sb, cl, &m, NULL, 0);
 			tell_drop(sb, lg, idx);
 		}
+		share_sync(sb, lg);
 	}
 }
 
@@ -933,4 +1454,5 @@ void shm_broker_stats(const shm_broker *sb, shm_stats *out)
 		}
 	}
 	out->inbound_lost = lost;
+	out->share_lost = share_lost(sb);
 }

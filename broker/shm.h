@@ -9,7 +9,9 @@
  * the shm_env callbacks: it sends control packets with fds attached, asks
  * for ACL decisions and subscription matches, and routes records it reads
  * from publishers' logs to the subscribers the broker serves itself (TCP,
- * WebSockets, plain MQTT on the Unix socket, shared groups).
+ * WebSockets, plain MQTT on the Unix socket). $share groups claim from one
+ * share page per (group, log): shm members themselves (SHARE_ATTACH), the
+ * broker for the group's other members (shm_env.route_share).
  *
  * Owns: all shm state. A publisher's log lives until its publisher's
  * connection closes, then it is marked CLOSED and kept until the broker's
@@ -31,6 +33,10 @@
 
 typedef struct shm_broker shm_broker;
 typedef struct shm_client shm_client;
+
+/* Called once per shared subscription found by shm_env.shares; filter is
+ * the whole "$share/G/f" (borrowed for the call). */
+typedef void (*shm_share_fn)(const char *filter, size_t flen, void *arg);
 
 typedef struct shm_limits {
 	uint64_t max_bytes;        /* segment bytes per client */
@@ -61,6 +67,24 @@ typedef struct shm_env {
 	 * msg views are valid for the call. */
 	void (*route)(void *from, const char *topic, size_t len,
 		      const shimmy_ring_msg *msg, void *ctx);
+	/* Shared subscriptions ("$share/G/f") whose f matches topic and whose
+	 * holder may read it: conn's own, or (conn NULL) every session's; a
+	 * filter may be reported more than once. NULL: no shared
+	 * subscriptions over shm (groups then read through the broker). */
+	void (*shares)(void *conn, const char *topic, size_t len,
+		       shm_share_fn fn, void *arg, void *ctx);
+	/* Must the broker claim from group `filter`'s page of a log on topic,
+	 * for members it serves itself (non-shm connections, offline
+	 * sessions)? */
+	bool (*share_others)(const char *filter, size_t flen,
+			     const char *topic, size_t len, void *ctx);
+	/* Delivers one record the broker claimed from group `filter`'s page
+	 * to one member it serves itself. msg views are valid for the call.
+	 * Returns false when it has no such member any more (the record is
+	 * dropped, and the module asks share_others again). */
+	bool (*route_share)(void *from, const char *filter, size_t flen,
+			    const char *topic, size_t len,
+			    const shimmy_ring_msg *msg, void *ctx);
 	void *ctx;
 } shm_env;
 
@@ -74,6 +98,11 @@ typedef struct shm_stats {
 	uint64_t inbound;        /* records written to inbound logs */
 	uint64_t inbound_lost;   /* inbound records lost by lapped readers */
 	uint64_t dropped_logs;   /* logs dropped as malformed */
+	uint64_t shares;         /* share pages alive ((group, log) pairs) */
+	uint64_t share_members;  /* (shm member, share page) pairs */
+	uint64_t share_claimed;  /* records the broker claimed for its members */
+	uint64_t share_lost;     /* lost by groups (lapped cursors), advisory */
+	uint64_t readers_cut;    /* stuck readers of reliable logs cut loose */
 } shm_stats;
 
 /*
@@ -101,6 +130,17 @@ int shm_broker_fd(const shm_broker *sb);
  */
 int shm_broker_poll(shm_broker *sb, uint64_t now_ms);
 
+/*
+ * Timers; call about once a second. Cuts loose every client reader of a
+ * reliable log that lags its tail by half the ring or more without moving
+ * for lim.reader_timeout_ms (shmpath/tether.h): its entry becomes
+ * DETACHED, it gets LOG_DETACH (reason 2, stuck), the publisher
+ * READER_DROP. When the client answers with LOG_RELEASE (it is awake
+ * again) it is attached anew at the tail. The broker's own reader is
+ * never cut. No blocking, no allocation.
+ */
+void shm_broker_tick(shm_broker *sb, uint64_t now_ms);
+
 /* Before sleeping in epoll: arms the broker's bell so writers wake the
  * bridge; returns 1 if a log already has data (do not sleep). After the
  * sleep, call shm_broker_disarm() exactly once. */
@@ -108,7 +148,7 @@ int shm_broker_arm(shm_broker *sb);
 void shm_broker_disarm(shm_broker *sb);
 
 /*
- * A connection negotiated shm/1 and its CONNACK is queued: creates its
+ * A connection negotiated shm/2 and its CONNACK is queued: creates its
  * doorbell and inbound log and sends BELL_SETUP and the inbound
  * LOG_ATTACH, then attaches it to every existing log it subscribes to.
  * Returns the client (owned by sb, until shm_client_close) or NULL (then
@@ -136,7 +176,9 @@ int shm_client_ctl(shm_broker *sb, shm_client *cl, const uint8_t *payload,
 void shm_client_resubscribed(shm_broker *sb, shm_client *cl);
 
 /* Someone the broker serves itself subscribed: starts reading logs whose
- * topic that subscription now needs. */
+ * topic that subscription now needs. Also reconciles shared groups: one
+ * share page per (group, log), SHARE_ATTACH to shm members, claims by the
+ * broker for the members it serves (docs/shm-protocol.md §7). */
 void shm_broker_interest(shm_broker *sb);
 
 /*

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -476,6 +477,8 @@ static void shm_deliver(shimmy_client *c)
 	}
 }
 
+static void shm_answer(shimmy_client *c);
+
 static void on_event(shimmy_client *c, const session_event *ev, size_t off, size_t len)
 {
 	switch (ev->type) {
@@ -505,8 +508,11 @@ static void on_event(shimmy_client *c, const session_event *ev, size_t off, size
 			/* Control message of the shm path: never delivered. */
 			if (c->shm_active && c->shm &&
 			    cshm_on_ctl(c->shm, ev->msg.payload.ptr, ev->msg.payload.len,
-					&c->fdq) < 0)
+					&c->fdq) < 0) {
 				conn_lost(c, SHIMMY_ERR_PROTOCOL);
+				break;
+			}
+			shm_answer(c);
 			break;
 		}
 		c->stats[SHIMMY_STAT_RX_MSGS]++;
@@ -1054,7 +1060,7 @@ static bool pred_log_answered(shimmy_client *c, void *arg)
  */
 static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flags)
 {
-	if (!c->shm_active || !c->shm || qos != 0 || (flags & SHIMMY_PUB_RETAIN) ||
+	if (!c->shm_active || !c->shm || (flags & SHIMMY_PUB_RETAIN) ||
 	    !topic || !cshm_ready_session(c->shm))
 		return 0;
 	size_t tlen = strlen(topic);
@@ -1064,7 +1070,8 @@ static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flag
 		uint8_t *req = malloc(cap);
 		const char *cls_env = getenv("SHIMMY_SHM_LOG_CLASS");
 		uint32_t cls = cls_env ? (uint32_t)strtoul(cls_env, NULL, 10) : UINT32_MAX;
-		int n = req ? cshm_log_request(c->shm, topic, tlen, cls, req, cap)
+		unsigned lflags = qos > 0 ? SHIMMY_CTL_F_RELIABLE : 0;
+		int n = req ? cshm_log_request(c->shm, topic, tlen, cls, lflags, req, cap)
 			    : SHIMMY_ERR_NOMEM;
 		int rc = n < 0 ? n : session_publish(&c->s, SHIMMY_CTL_TOPIC, req, (size_t)n,
 						     0, 0, NULL, now_ms());
@@ -1080,7 +1087,54 @@ static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flag
 		wait_until(c, pred_log_answered, (void *)topic, deadline_of(c, -1), true);
 		st = cshm_log_state(c->shm, topic, tlen);
 	}
-	return st == CSHM_LOG_READY;
+	/* QoS 1/2 need a reliable log; a lossy one leaves them to MQTT. */
+	return st == CSHM_LOG_READY &&
+	       (qos == 0 || cshm_log_reliable(c->shm, topic, tlen));
+}
+
+/* Sends what the shm side owes the broker after a control message (the
+ * LOG_RELEASE that answers a cut). Lock held. */
+static void shm_answer(shimmy_client *c)
+{
+	uint8_t buf[SHIMMY_CTL_HDR];
+	int n = cshm_pending_ctl(c->shm, buf, sizeof(buf));
+	/* Queued only: we are inside input processing, whose pump writes. */
+	if (n > 0)
+		session_publish(&c->s, SHIMMY_CTL_TOPIC, buf, (size_t)n, 0, 0, NULL, now_ms());
+}
+
+/* A reliable log is full: spins and yields in the ring for up to this
+ * long with the lock held, then lets the protocol run before it tries
+ * again. */
+#define SHM_ROOM_SLICE_NS 1000000
+
+/* Deadline of a wait for room in a reliable log (shimmy_opts_set_shm_wait_ms). */
+static uint64_t shm_wait_deadline(shimmy_client *c)
+{
+	return deadline_of(c, c->o.shm_wait_ms < 0 ? -1 : c->o.shm_wait_ms);
+}
+
+/*
+ * Between two tries at a full reliable log: lets the protocol run (a
+ * READER_DROP, LOG_CLOSED or keepalive may be waiting), without the lock
+ * if another thread drives it. Returns 0 to try again, or
+ * SHIMMY_ERR_TIMEOUT past the deadline (lock held throughout the call's
+ * contract; it may be dropped and retaken inside).
+ */
+static int shm_room_wait(shimmy_client *c, uint64_t deadline)
+{
+	if (now_ms() >= deadline)
+		return SHIMMY_ERR_TIMEOUT;
+	if (c->th_running || c->pumping) {
+		pthread_mutex_unlock(&c->mu);
+		sched_yield();
+		pthread_mutex_lock(&c->mu);
+	} else {
+		c->pumping = true;
+		pump_once(c, 0);
+		c->pumping = false;
+	}
+	return 0;
 }
 
 /* Encodes props as the bare block a log record carries (no length VBI)
@@ -1113,15 +1167,33 @@ int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 	if (shm_route(c, topic, qos, flags)) {
 		uint8_t *pb = NULL;
 		size_t pl = props ? props_block(props, &pb) : 0;
-		rc = cshm_publish(c->shm, topic, strlen(topic), pb, pl, payload, len);
+		size_t tlen = strlen(topic);
+		uint64_t deadline = 0;
+		/* A reliable log holds us back until its slowest reader makes
+		 * room: bounded (shm_wait_ms), then SHIMMY_ERR_TIMEOUT. */
+		for (;;) {
+			bool rel = cshm_log_reliable(c->shm, topic, tlen);
+			rc = cshm_publish_qos(c->shm, topic, tlen, pb, pl, payload, len, qos,
+					      rel ? SHM_ROOM_SLICE_NS : 0);
+			if (!rel || (rc != -EAGAIN && rc != -ETIMEDOUT))
+				break;
+			if (!deadline)
+				deadline = shm_wait_deadline(c);
+			rc = shm_room_wait(c, deadline);
+			if (rc)
+				break;
+		}
 		free(pb);
 		if (rc == 0) {
 			c->stats[SHIMMY_STAT_TX_MSGS]++;
 			c->stats[SHIMMY_STAT_TX_BYTES] += len;
-			pthread_mutex_unlock(&c->mu);
-			return 0;
 		}
-		/* Too large for the log, or a loan open: MQTT carries it. */
+		if (rc == 0 || rc == SHIMMY_ERR_TIMEOUT) {
+			pthread_mutex_unlock(&c->mu);
+			return rc;
+		}
+		/* Too large for the log, a loan open, or the log went away
+		 * while we waited: MQTT carries it. */
 	}
 	rc = wait_room(c, qos);
 	if (rc == 0)
@@ -1146,15 +1218,29 @@ int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
 		return SHIMMY_ERR_INVALID;
 	pthread_mutex_lock(&c->mu);
 	/* Zero copy into the log when the topic has one (no properties: a
-	 * loan reserves payload only). Committed with QoS > 0 or RETAIN, the
-	 * bytes are copied into an MQTT PUBLISH instead. */
+	 * loan reserves payload only). Committed with RETAIN, or with QoS > 0
+	 * into a lossy log, the bytes are copied into an MQTT PUBLISH
+	 * instead. A full reliable log is waited for as by shimmy_publish(). */
 	if (!props && shm_route(c, topic, 0, 0)) {
 		void *p = NULL;
-		rc = cshm_loan(c->shm, topic, strlen(topic), len, &p);
-		if (rc == 0) {
+		size_t tlen = strlen(topic);
+		uint64_t deadline = 0;
+		for (;;) {
+			bool rel = cshm_log_reliable(c->shm, topic, tlen);
+			rc = cshm_loan_wait(c->shm, topic, tlen, len,
+					    rel ? SHM_ROOM_SLICE_NS : 0, &p);
+			if (!rel || (rc != -EAGAIN && rc != -ETIMEDOUT))
+				break;
+			if (!deadline)
+				deadline = shm_wait_deadline(c);
+			rc = shm_room_wait(c, deadline);
+			if (rc)
+				break;
+		}
+		if (rc == 0 || rc == SHIMMY_ERR_TIMEOUT) {
 			pthread_mutex_unlock(&c->mu);
-			*buf = p;
-			return 0;
+			*buf = rc == 0 ? p : NULL;
+			return rc;
 		}
 	}
 	rc = session_loan(&c->s, topic, len, props_mqtt(props), &b);
@@ -1179,8 +1265,9 @@ int shimmy_commit(shimmy_client *c, void *buf, int qos, unsigned flags)
 		const char *topic;
 		size_t tlen, len;
 		cshm_loan_info(c->shm, buf, &topic, &tlen, &len);
-		if (qos == 0 && !(flags & SHIMMY_PUB_RETAIN)) {
-			rc = cshm_commit(c->shm, buf);
+		if (!(flags & SHIMMY_PUB_RETAIN) &&
+		    (qos == 0 || cshm_loan_reliable(c->shm, buf))) {
+			rc = cshm_commit_qos(c->shm, buf, qos);
 		} else {
 			char *t = strndup(topic, tlen);
 			rc = t ? wait_room(c, qos) : SHIMMY_ERR_NOMEM;
@@ -1328,6 +1415,43 @@ int shimmy_pub_commit(shimmy_pub *p, void *buf)
 		p->tx_msgs++;
 		p->tx_bytes += p->loan_len;
 		if ((p->tx_msgs & 4095) == 0) {
+			pthread_mutex_lock(&p->c->mu);
+			pub_fold(p);
+			pthread_mutex_unlock(&p->c->mu);
+		}
+	}
+	return rc;
+}
+
+int shimmy_pub_loan_many(shimmy_pub *p, size_t len, void **bufs, unsigned n)
+{
+	if (!p || !bufs || !n)
+		return SHIMMY_ERR_INVALID;
+	int k = p->w ? cshm_wr_loan_many(p->w, len, bufs, n) : -ENOENT;
+	if (k > 0) {
+		p->shm_loan = true;
+		p->loan_len = len;
+		return k;
+	}
+	/* No log (or it went away): one message through shimmy_pub_loan(),
+	 * which rebinds and falls back to MQTT. */
+	int rc = shimmy_pub_loan(p, len, &bufs[0]);
+	return rc < 0 ? rc : 1;
+}
+
+int shimmy_pub_commit_many(shimmy_pub *p, void **bufs, unsigned n)
+{
+	if (!p || !bufs || !n)
+		return SHIMMY_ERR_INVALID;
+	if (!p->shm_loan) /* an MQTT loan: always one */
+		return n == 1 ? shimmy_pub_commit(p, bufs[0]) : SHIMMY_ERR_INVALID;
+	p->shm_loan = false;
+	int rc = cshm_wr_commit_many(p->w, bufs, n);
+	if (rc == 0) {
+		uint64_t before = p->tx_msgs;
+		p->tx_msgs += n;
+		p->tx_bytes += (uint64_t)n * p->loan_len;
+		if ((p->tx_msgs >> 12) != (before >> 12)) {
 			pthread_mutex_lock(&p->c->mu);
 			pub_fold(p);
 			pthread_mutex_unlock(&p->c->mu);
@@ -1597,7 +1721,8 @@ static int batch_drain(shimmy_client *c, shimmy_batch_fn fn, void *ctx, unsigned
 {
 	unsigned n = 0;
 	shimmy_msg *m;
-	cshm_msg sm;
+	cshm_msg sm[CSHM_NEXT_MANY_MAX];
+	int k;
 
 	while (n < max && c->pq_n && pop_msg(c, &m) == 0) {
 		fn(m, ctx);
@@ -1612,10 +1737,23 @@ static int batch_drain(shimmy_client *c, shimmy_batch_fn fn, void *ctx, unsigned
 	 * drain, not at each release. */
 	if (c->shm)
 		cshm_set_batch(c->shm, 64);
-	while (n < max && c->shm && cshm_next(c->shm, &sm) == 1) {
-		c->stats[SHIMMY_STAT_RX_MSGS]++;
-		c->stats[SHIMMY_STAT_RX_BYTES] += sm.len;
-		if (msg_fill_shm(c, &sm) == 0) {
+	/* A batch is borrowed from one log at a time (one topic), and given
+	 * back with one overrun check. */
+	while (n < max && c->shm && (k = cshm_next_many(c->shm, sm, max - n)) > 0) {
+		bool same = false; /* c->msg has the batch's topic and no props */
+		for (int i = 0; i < k; i++) {
+			c->stats[SHIMMY_STAT_RX_MSGS]++;
+			c->stats[SHIMMY_STAT_RX_BYTES] += sm[i].len;
+			if (same && sm[i].props_len == 0) {
+				c->msg.payload = sm[i].payload;
+				c->msg.len = sm[i].len;
+				c->msg.qos = sm[i].qos;
+				c->msg.retain = sm[i].retain;
+			} else if (msg_fill_shm(c, &sm[i]) == 0) {
+				same = sm[i].props_len == 0;
+			} else {
+				continue;
+			}
 			fn(&c->msg, ctx);
 			n++;
 		}
@@ -1780,6 +1918,10 @@ uint64_t shimmy_client_stat(shimmy_client *c, shimmy_stat which)
 	v = c->stats[which];
 	if (which == SHIMMY_STAT_LOST_MSGS)
 		v += cshm_lost(c->shm);
+	if (which == SHIMMY_STAT_SHM_DETACHED)
+		v += cshm_detached(c->shm);
+	if (which == SHIMMY_STAT_SHARE_LOST)
+		v += cshm_share_lost(c->shm);
 	pthread_mutex_unlock(&c->mu);
 	return v;
 }

@@ -14,6 +14,7 @@ void opts_defaults(shimmy_opts *o)
 	o->version = SHIMMY_MQTT_5;
 	o->keepalive_s = 60;
 	o->timeout_ms = 10000;
+	o->shm_wait_ms = -1; /* the operation timeout */
 	o->window = 0; /* auto: see shimmy_client_create() */
 }
 
@@ -171,6 +172,14 @@ int shimmy_opts_set_timeout_ms(shimmy_opts *o, int timeout_ms)
 	if (!o || timeout_ms <= 0)
 		return SHIMMY_ERR_INVALID;
 	o->timeout_ms = timeout_ms;
+	return 0;
+}
+
+int shimmy_opts_set_shm_wait_ms(shimmy_opts *o, int wait_ms)
+{
+	if (!o)
+		return SHIMMY_ERR_INVALID;
+	o->shm_wait_ms = wait_ms < 0 ? -1 : wait_ms;
 	return 0;
 }
 

@@ -28,6 +28,7 @@ struct shimmy_opts {
 	shimmy_props will_props;
 	unsigned flags;
 	int timeout_ms;
+	int shm_wait_ms;  /* reliable shm log full: wait bound; < 0: timeout_ms */
 	uint16_t window;
 };
 

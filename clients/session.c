@@ -14,7 +14,7 @@
 
 #define POOL_KEEP 16
 #define SHM_KEY "shimmy"
-#define SHM_VALUE "shm/1"
+#define SHM_VALUE "shm/2" /* shmpath/segment.h SHIMMY_SHM_PROTOCOL */
 
 /* ------------------------------------------------------------ lbuf pool */
 

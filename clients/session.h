@@ -34,7 +34,7 @@
 typedef struct session_cfg {
 	mqtt_version version;       /* MQTT_V311 or MQTT_V5 */
 	bool clean_start;
-	bool offer_shm;             /* send User Property shimmy=shm/1 (v5) */
+	bool offer_shm;             /* send User Property shimmy=shm/2 (v5) */
 	bool resubscribe;           /* renew subscriptions when not resumed */
 	uint16_t keepalive_s;
 	uint16_t window;            /* our inflight limit, >= 1 */

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "clients/include/shimmy.h"
+#include "clients/shmshare.h"
 #include "mqtt/error.h"
 #include "shmpath/notify.h"
 #include "shmpath/ring.h"
@@ -30,6 +31,7 @@
 #define CSHM_TRACK SHIMMY_RING_READERS
 /* Records one cshm_next() call may skip over (errors, empty logs). */
 #define CSHM_NEXT_TRIES 4
+#define CSHM_BATCH_MAX CSHM_NEXT_MANY_MAX
 
 typedef struct cshm_rd {
 	uint64_t log_id;
@@ -51,13 +53,18 @@ struct cshm_wr {
 	char *topic;
 	uint16_t topic_len;
 	int state;             /* CSHM_LOG_* */
+	bool reliable;         /* asked for a RELIABLE (QoS 1/2) log */
 	uint32_t req_id;
 	uint64_t log_id;
 	shimmy_seg log;
 	shimmy_ring_writer *w;
 	shimmy_ring_loan loan;
 	bool loan_open;
-	cshm_trk *trk;         /* [CSHM_TRACK], allocated on grant */
+	shimmy_ring_loan bulk[CSHM_PUB_MANY_MAX]; /* cshm_wr_loan_many() */
+	unsigned bulk_n;       /* > 0: the open loan is bulk[0..bulk_n) */
+	cshm_trk *trk;         /* [CSHM_TRACK], allocated at the first
+				* READER_ADD (which may precede the grant)
+				* or at the grant */
 	/* Topic-bound publishers (shimmy_pub) use the ring without the
 	 * client's lock, under lk alone. Everything that touches w, its
 	 * tracking or its mappings while pins > 0 holds lk too (lock order:
@@ -90,12 +97,19 @@ struct cshm {
 	cshm_rd *cursor;       /* next reader to poll */
 	cshm_rd *borrow_rd;
 	shimmy_ring_msg borrow;
+	shimmy_ring_msg bulk[CSHM_BATCH_MAX]; /* cshm_next_many()'s loan */
+	unsigned bulk_n;       /* > 0: the loan is bulk[0..bulk_n) */
 	cshm_wr *wrs;
 	cshm_wr *last_wr;      /* lookup cache */
 	uint32_t next_req;
 	uint64_t lost;
+	uint64_t detached;     /* LOG_DETACH reason 2 (cut loose, stuck) */
+	uint64_t release_id;   /* a cut-loose log owed a LOG_RELEASE */
+	bool release_pending;
 	cshm_wr *zombies;      /* dropped while pinned */
 	uint32_t batch;        /* position batching of new readers */
+	cshare_set *shares;    /* $share groups claimed from (shmshare.h) */
+	unsigned turn;         /* cshm_next(): groups or logs first */
 };
 
 static void wr_lock(cshm_wr *w)
@@ -168,7 +182,11 @@ cshm *cshm_create(void)
 	if (!s)
 		return NULL;
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (s->efd < 0) {
+	s->shares = cshare_set_create();
+	if (s->efd < 0 || !s->shares) {
+		if (s->efd >= 0)
+			close(s->efd);
+		cshare_set_destroy(s->shares);
 		free(s);
 		return NULL;
 	}
@@ -209,8 +227,10 @@ static void rd_free(cshm *s, cshm_rd *rd)
 		}
 	if (s->cursor == rd)
 		s->cursor = rd->next;
-	if (s->borrow_rd == rd)
+	if (s->borrow_rd == rd) {
 		s->borrow_rd = NULL;
+		s->bulk_n = 0;
+	}
 	shimmy_ring_reader_destroy(rd->r);
 	shimmy_seg_unmap(&rd->slot);
 	shimmy_seg_unmap(&rd->log);
@@ -229,6 +249,14 @@ static void trk_drop(cshm_wr *w, uint32_t idx)
 	shimmy_seg_unmap(&w->trk[idx].slot);
 	shimmy_seg_unmap(&w->trk[idx].bell);
 	w->trk[idx].used = false;
+}
+
+static void trk_free(cshm_wr *w)
+{
+	for (uint32_t i = 0; w->trk && i < CSHM_TRACK; i++)
+		trk_drop(w, i);
+	free(w->trk);
+	w->trk = NULL;
 }
 
 static void wr_free(cshm *s, cshm_wr *w)
@@ -272,6 +300,7 @@ void cshm_conn_lost(cshm *s)
 		wr_free(s, s->wrs);
 	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
 		rd->orphan = true;
+	cshare_conn_lost(s->shares);
 	shimmy_seg_unmap(&s->bell);
 	s->b = NULL;
 }
@@ -291,6 +320,7 @@ void cshm_destroy(cshm *s)
 	}
 	while (s->rds)
 		rd_free(s, s->rds);
+	cshare_set_destroy(s->shares);
 	close(s->efd);
 	free(s);
 }
@@ -310,6 +340,23 @@ uint64_t cshm_lost(const cshm *s)
 	return s ? s->lost : 0;
 }
 
+uint64_t cshm_detached(const cshm *s)
+{
+	return s ? s->detached : 0;
+}
+
+int cshm_pending_ctl(cshm *s, uint8_t *buf, size_t cap)
+{
+	if (!s || !s->release_pending)
+		return 0;
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_RELEASE, .log_id = s->release_id };
+	int n = shimmy_ctl_encode(&m, buf, cap);
+	if (n < 0 || (size_t)n > cap)
+		return SHIMMY_ERR_NOMEM;
+	s->release_pending = false;
+	return n;
+}
+
 uint32_t cshm_spin_us(const cshm *s)
 {
 	return s ? s->spin_us : 0;
@@ -320,7 +367,12 @@ unsigned cshm_readers(const cshm *s)
 	unsigned n = 0;
 	for (const cshm_rd *rd = s ? s->rds : NULL; rd; rd = rd->next)
 		n += !rd->inbound && !rd->orphan;
-	return n;
+	return n + (s ? cshare_count(s->shares) : 0);
+}
+
+uint64_t cshm_share_lost(const cshm *s)
+{
+	return s ? cshare_lost(s->shares) : 0;
 }
 
 /* ---- control messages ------------------------------------------------- */
@@ -436,24 +488,37 @@ static int on_grant(cshm *s, const shimmy_ctl *m, int *fds)
 		return 0; /* stale answer (reconnect in between) */
 	}
 	if (m->status != 0) {
+		trk_free(w);
 		w->state = CSHM_LOG_REFUSED;
 		return 0;
 	}
 	int rc = shimmy_seg_map(&w->log, fds[0], SHIMMY_SEG_LOG, SHIMMY_SEG_RDWR);
 	if (rc < 0) {
 		close_fds(fds, 1);
+		trk_free(w);
 		w->state = CSHM_LOG_REFUSED;
 		return 0;
 	}
 	size_t len;
 	void *mem = shimmy_seg_body(&w->log, &len);
-	w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
+	if (!w->trk)
+		w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
 	if (!w->trk || shimmy_ring_writer_create(&w->w, mem, len) != 0) {
-		free(w->trk);
-		w->trk = NULL;
+		trk_free(w);
 		shimmy_seg_unmap(&w->log);
 		w->state = CSHM_LOG_REFUSED;
 		return 0;
+	}
+	/* Readers announced before the grant: tracked from the first
+	 * record on (a reliable writer must not lap them). */
+	for (uint32_t i = 0; i < CSHM_TRACK; i++) {
+		cshm_trk *t = &w->trk[i];
+		if (!t->used)
+			continue;
+		size_t sl, bl;
+		void *sm = shimmy_seg_body(&t->slot, &sl);
+		void *bm = shimmy_seg_body(&t->bell, &bl);
+		shimmy_ring_writer_track(w->w, i, sm, sl, shimmy_bell_at(bm, bl));
 	}
 	w->log_id = m->log_id;
 	w->state = CSHM_LOG_READY;
@@ -463,13 +528,22 @@ static int on_grant(cshm *s, const shimmy_ctl *m, int *fds)
 static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
 {
 	cshm_wr *w = wr_by_id(s, m->log_id);
-	if (!w || m->idx >= CSHM_TRACK) {
+	/* A reader of a log not granted yet (its READER_ADD comes before
+	 * LOG_GRANT, tagged with the request): kept for the grant. */
+	for (cshm_wr *x = s->wrs; !w && m->req_id && x; x = x->next)
+		if (x->state == CSHM_LOG_PENDING && x->req_id == m->req_id)
+			w = x;
+	if (w && !w->trk)
+		w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
+	if (!w || !w->trk || m->idx >= CSHM_TRACK) {
 		close_fds(fds, 2);
 		return 0;
 	}
 	trk_drop(w, m->idx);
 	cshm_trk *t = &w->trk[m->idx];
-	if (shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY) < 0) {
+	/* A share page (§7) starts with a reader slot: tracked the same. */
+	if (shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY) < 0 &&
+	    shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SHARE, SHIMMY_SEG_RDONLY) < 0) {
 		close_fds(fds, 2);
 		return 0;
 	}
@@ -483,9 +557,11 @@ static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
 	void *bm = shimmy_seg_body(&t->bell, &bl);
 	shimmy_bell *bell = shimmy_bell_at(bm, bl);
 	t->used = true;
-	wr_exclude(w);
-	shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
-	wr_admit(w);
+	if (w->w) {
+		wr_exclude(w);
+		shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
+		wr_admit(w);
+	}
 	return 0;
 }
 
@@ -515,6 +591,14 @@ int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
 	}
 	case SHIMMY_CTL_LOG_DETACH: {
 		cshm_rd *rd = rd_by_id(s, m.log_id);
+		if (m.arg == SHIMMY_CTL_DETACH_STUCK) {
+			/* Cut loose: we were stuck. Whatever we now read of
+			 * that log is what survived; the LOG_RELEASE we owe
+			 * gets us attached again, at its tail. */
+			s->detached++;
+			s->release_id = m.log_id;
+			s->release_pending = true;
+		}
 		if (rd && rd != s->borrow_rd)
 			rd_free(s, rd);
 		else if (rd)
@@ -523,6 +607,11 @@ int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
 	}
 	case SHIMMY_CTL_LOG_CLOSED:
 		/* The ring says CLOSED too; the reader drains to -EPIPE. */
+		return 0;
+	case SHIMMY_CTL_SHARE_ATTACH:
+		return cshare_attach(s->shares, &m, fds);
+	case SHIMMY_CTL_SHARE_DETACH:
+		cshare_detach(s->shares, m.log_id, m.idx);
 		return 0;
 	default:
 		close_fds(fds, m.nfds);
@@ -552,7 +641,7 @@ int cshm_log_state(cshm *s, const char *topic, size_t len)
 }
 
 int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
-		     uint8_t *buf, size_t cap)
+		     unsigned flags, uint8_t *buf, size_t cap)
 {
 	if (!s->b || len > 65535)
 		return SHIMMY_ERR_STATE;
@@ -571,7 +660,9 @@ int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
 	}
 	w->state = CSHM_LOG_PENDING;
 	w->req_id = ++s->next_req;
+	w->reliable = (flags & SHIMMY_CTL_F_RELIABLE) != 0;
 	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_CREATE, .req_id = w->req_id,
+			 .flags = flags & SHIMMY_CTL_F_RELIABLE,
 			 .arg = cls, .topic = topic, .topic_len = (uint16_t)len };
 	int n = shimmy_ctl_encode(&m, buf, cap);
 	if (n > (int)cap)
@@ -579,21 +670,44 @@ int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
 	return n;
 }
 
+int cshm_log_reliable(cshm *s, const char *topic, size_t len)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, len) : NULL;
+	return w && w->state == CSHM_LOG_READY && w->reliable;
+}
+
 int cshm_publish(cshm *s, const char *topic, size_t tlen, const uint8_t *props,
 		 size_t props_len, const void *payload, size_t len)
 {
+	return cshm_publish_qos(s, topic, tlen, props, props_len, payload, len,
+				0, 0);
+}
+
+int cshm_publish_qos(cshm *s, const char *topic, size_t tlen,
+		     const uint8_t *props, size_t props_len,
+		     const void *payload, size_t len, int qos,
+		     int64_t timeout_ns)
+{
 	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
-	if (!w || w->state != CSHM_LOG_READY)
+	if (!w || w->state != CSHM_LOG_READY || (qos > 0 && !w->reliable))
 		return -ENOENT;
 	if (w->pins || w->loan_open)
 		return SHIMMY_ERR_BUSY; /* a shimmy_pub owns the ring */
+	if (qos < 0 || qos > 2)
+		return SHIMMY_ERR_INVALID;
 	if (props_len > UINT32_MAX || len > UINT32_MAX)
 		return MQTT_ERR_TOO_LARGE;
 	return shimmy_ring_publish(w->w, props, (uint32_t)props_len, payload,
-				   (uint32_t)len, 0, 0, 0);
+				   (uint32_t)len, (uint32_t)qos, timeout_ns, 0);
 }
 
 int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf)
+{
+	return cshm_loan_wait(s, topic, tlen, len, 0, buf);
+}
+
+int cshm_loan_wait(cshm *s, const char *topic, size_t tlen, size_t len,
+		   int64_t timeout_ns, void **buf)
 {
 	cshm_wr *w = s && s->b ? wr_find(s, topic, tlen) : NULL;
 	if (!w || w->state != CSHM_LOG_READY)
@@ -602,7 +716,8 @@ int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf)
 		return SHIMMY_ERR_BUSY; /* a shimmy_pub owns the ring */
 	if (len > UINT32_MAX)
 		return MQTT_ERR_TOO_LARGE;
-	int rc = shimmy_ring_reserve(w->w, 0, (uint32_t)len, 0, &w->loan);
+	int rc = shimmy_ring_reserve(w->w, 0, (uint32_t)len, timeout_ns,
+				     &w->loan);
 	if (rc != 0)
 		return rc;
 	w->loan_open = true;
@@ -654,6 +769,54 @@ int cshm_wr_loan(cshm_wr *w, size_t len, void **buf)
 	return rc;
 }
 
+int cshm_wr_loan_many(cshm_wr *w, size_t len, void **bufs, unsigned n)
+{
+	int rc;
+
+	if (len > UINT32_MAX)
+		return MQTT_ERR_TOO_LARGE;
+	if (n == 0)
+		return SHIMMY_ERR_INVALID;
+	if (n > CSHM_PUB_MANY_MAX)
+		n = CSHM_PUB_MANY_MAX;
+	bool fast = wr_enter(w);
+	if (w->dead)
+		rc = SHIMMY_ERR_CONN_LOST;
+	else if (w->loan_open)
+		rc = SHIMMY_ERR_BUSY;
+	else if ((rc = shimmy_ring_reserve_many(w->w, 0, (uint32_t)len, n, 0,
+						w->bulk)) > 0) {
+		w->loan_open = true;
+		w->bulk_n = (unsigned)rc;
+		w->loan = w->bulk[0]; /* what aborts and lookups go by */
+		for (int i = 0; i < rc; i++)
+			bufs[i] = w->bulk[i].payload;
+	}
+	wr_leave(w, fast);
+	return rc;
+}
+
+int cshm_wr_commit_many(cshm_wr *w, void **bufs, unsigned n)
+{
+	int rc;
+
+	if (n == 1 && !w->bulk_n) /* a single loan (cshm_wr_loan) */
+		return cshm_wr_commit(w, bufs[0]);
+	bool fast = wr_enter(w);
+	if (w->dead)
+		rc = SHIMMY_ERR_CONN_LOST;
+	else if (!w->loan_open || !w->bulk_n || n != w->bulk_n ||
+		 bufs[0] != w->bulk[0].payload)
+		rc = -ENOENT;
+	else {
+		w->loan_open = false;
+		w->bulk_n = 0;
+		rc = shimmy_ring_commit_many(w->w, w->bulk, n, 0, 0);
+	}
+	wr_leave(w, fast);
+	return rc;
+}
+
 int cshm_wr_commit(cshm_wr *w, void *buf)
 {
 	int rc;
@@ -661,7 +824,7 @@ int cshm_wr_commit(cshm_wr *w, void *buf)
 	bool fast = wr_enter(w);
 	if (w->dead)
 		rc = SHIMMY_ERR_CONN_LOST; /* the log went with the connection */
-	else if (!w->loan_open || w->loan.payload != buf)
+	else if (!w->loan_open || w->bulk_n || w->loan.payload != buf)
 		rc = -ENOENT;
 	else {
 		w->loan_open = false;
@@ -695,11 +858,22 @@ void cshm_loan_info(const cshm *s, const void *buf, const char **topic,
 
 int cshm_commit(cshm *s, void *buf)
 {
+	return cshm_commit_qos(s, buf, 0);
+}
+
+int cshm_commit_qos(cshm *s, void *buf, int qos)
+{
 	cshm_wr *w = wr_of_loan(s, buf);
-	if (!w)
+	if (!w || (qos > 0 && !w->reliable) || qos < 0 || qos > 2)
 		return -ENOENT;
 	w->loan_open = false;
-	return shimmy_ring_commit(w->w, &w->loan, 0, 0);
+	return shimmy_ring_commit(w->w, &w->loan, (uint32_t)qos, 0);
+}
+
+int cshm_loan_reliable(const cshm *s, const void *buf)
+{
+	cshm_wr *w = wr_of_loan(s, buf);
+	return w && w->reliable;
 }
 
 void cshm_abort(cshm *s, void *buf)
@@ -729,7 +903,30 @@ static int split_inbound(const shimmy_ring_msg *rm, cshm_msg *m)
 	return 0;
 }
 
-int cshm_next(cshm *s, cshm_msg *m)
+/* Fills m[0..n) from the bulk loan of rd (a log bound to rd's topic). */
+static void bulk_fill(cshm *s, cshm_rd *rd, cshm_msg *m, unsigned n)
+{
+	for (unsigned j = 0; j < n; j++) {
+		const shimmy_ring_msg *b = &s->bulk[j];
+		s->lost += b->lost;
+		m[j] = (cshm_msg){
+			.topic = rd->topic,
+			.topic_len = rd->topic_len,
+			.payload = b->payload,
+			.len = b->payload_len,
+			.props = b->props,
+			.props_len = b->props_len,
+			.qos = (int)(b->flags & SHIMMY_MSG_QOS_MASK),
+			.retain = (b->flags & SHIMMY_MSG_RETAIN) != 0,
+		};
+	}
+	s->bulk_n = n;
+	s->borrow_rd = rd;
+}
+
+/* The next message of the logs read (see cshm_next), or, when max > 1,
+ * up to max consecutive messages of one non-inbound log (cshm_next_many). */
+static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 {
 	if (!s || !s->rds)
 		return 0;
@@ -742,8 +939,15 @@ int cshm_next(cshm *s, cshm_msg *m)
 	cshm_rd *rd = s->cursor ? s->cursor : s->rds;
 	for (unsigned i = 0; i < n + CSHM_NEXT_TRIES && rd; i++) {
 		cshm_rd *next = rd->next ? rd->next : s->rds;
-		int rc = shimmy_ring_borrow(rd->r, &s->borrow);
-		if (rc == 1) {
+		int rc;
+		if (max > 1 && !rd->inbound) {
+			rc = shimmy_ring_borrow_many(rd->r, s->bulk, max);
+			if (rc > 0) {
+				bulk_fill(s, rd, m, (unsigned)rc);
+				s->cursor = next;
+				return rc;
+			}
+		} else if ((rc = shimmy_ring_borrow(rd->r, &s->borrow)) == 1) {
 			memset(m, 0, sizeof(*m));
 			s->lost += s->borrow.lost;
 			if (rd->inbound) {
@@ -782,12 +986,48 @@ int cshm_next(cshm *s, cshm_msg *m)
 	return 0;
 }
 
+int cshm_next(cshm *s, cshm_msg *m)
+{
+	if (s && cshare_busy(s->shares))
+		return SHIMMY_ERR_BUSY;
+	if (!s || cshare_empty(s->shares))
+		return rd_next(s, m, 1);
+	/* Groups and logs take turns going first: neither starves. */
+	int rc = (s->turn++ & 1) ? cshare_next(s->shares, m) : rd_next(s, m, 1);
+	if (rc == 0)
+		rc = (s->turn & 1) ? cshare_next(s->shares, m) : rd_next(s, m, 1);
+	return rc;
+}
+
+int cshm_next_many(cshm *s, cshm_msg *m, unsigned max)
+{
+	if (max > CSHM_BATCH_MAX)
+		max = CSHM_BATCH_MAX;
+	/* $share groups hand out one claimed copy at a time, taking turns
+	 * with the logs: keep to cshm_next() while there are any. */
+	if (!s || max <= 1 || !cshare_empty(s->shares))
+		return cshm_next(s, m);
+	return rd_next(s, m, max);
+}
+
 int cshm_release(cshm *s)
 {
+	if (s && cshare_busy(s->shares)) {
+		cshare_release(s->shares); /* claimed: nothing to give back */
+		return 0;
+	}
 	cshm_rd *rd = s ? s->borrow_rd : NULL;
 	if (!rd)
 		return 0;
 	s->borrow_rd = NULL;
+	if (s->bulk_n) {
+		int stale = shimmy_ring_release_many(rd->r, s->bulk, s->bulk_n);
+		s->bulk_n = 0;
+		if (stale <= 0)
+			return stale;
+		s->lost += (unsigned)stale;
+		return -ESTALE;
+	}
 	int rc = shimmy_ring_release(rd->r, &s->borrow);
 	if (rc == -ESTALE)
 		s->lost++;
@@ -809,7 +1049,7 @@ static int ready_fn(void *ctx)
 	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
 		if (shimmy_ring_reader_ready(rd->r))
 			return 1;
-	return 0;
+	return cshare_ready(s->shares);
 }
 
 int cshm_has_data(cshm *s)

@@ -76,20 +76,42 @@ int cshm_ready_session(const cshm *s);
 int cshm_log_state(cshm *s, const char *topic, size_t len);
 /* Records a request and encodes its LOG_CREATE payload into buf[0..cap);
  * returns the length or a negative error. cls: size class (UINT32_MAX:
- * the broker's default). */
+ * the broker's default). flags: SHIMMY_CTL_F_RELIABLE asks for a QoS 1/2
+ * log (its writer is held back by its readers). */
 int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
-		     uint8_t *buf, size_t cap);
-/* Copies a message into topic's log. Returns 0, or a negative error
- * (MQTT_ERR_TOO_LARGE for a record over the log's maximum, -ENOENT
- * without a granted log): then send it over MQTT. */
+		     unsigned flags, uint8_t *buf, size_t cap);
+/* 1 when topic has a granted RELIABLE log. */
+int cshm_log_reliable(cshm *s, const char *topic, size_t len);
+/* Copies a QoS 0 message into topic's log (either kind; a reliable log
+ * full: -EAGAIN). Returns 0, or a negative error (MQTT_ERR_TOO_LARGE for
+ * a record over the log's maximum, -ENOENT without a granted log): then
+ * send it over MQTT. */
 int cshm_publish(cshm *s, const char *topic, size_t tlen, const uint8_t *props,
 		 size_t props_len, const void *payload, size_t len);
+/* The same at QoS qos (0..2; the record carries it). QoS 1/2 need a
+ * reliable log (else -ENOENT). In a reliable log it waits up to
+ * timeout_ns for the slowest reader (spinning, then yielding; blocks the
+ * caller, with whatever locks it holds): -EAGAIN (timeout 0) or
+ * -ETIMEDOUT when there is still no room, and nothing was written. */
+int cshm_publish_qos(cshm *s, const char *topic, size_t tlen,
+		     const uint8_t *props, size_t props_len,
+		     const void *payload, size_t len, int qos,
+		     int64_t timeout_ns);
 /* Loans: reserve len payload bytes in topic's log; *buf points into it.
  * cshm_commit() publishes, cshm_abort() drops. cshm_is_loan() tells
  * whether buf came from here. */
 int cshm_loan(cshm *s, const char *topic, size_t tlen, size_t len, void **buf);
+/* cshm_loan() that waits up to timeout_ns for room in a reliable log
+ * (returns as cshm_publish_qos()). */
+int cshm_loan_wait(cshm *s, const char *topic, size_t tlen, size_t len,
+		   int64_t timeout_ns, void **buf);
 int cshm_is_loan(const cshm *s, const void *buf);
 int cshm_commit(cshm *s, void *buf);
+/* Commits at QoS qos; QoS 1/2 only into a reliable log (else -ENOENT,
+ * the loan stays open). */
+int cshm_commit_qos(cshm *s, void *buf, int qos);
+/* 1 when the open loan at buf is in a reliable log. */
+int cshm_loan_reliable(const cshm *s, const void *buf);
 /* The topic and payload length of the open loan at buf. */
 void cshm_loan_info(const cshm *s, const void *buf, const char **topic,
 		    size_t *tlen, size_t *len);
@@ -108,13 +130,28 @@ cshm_wr *cshm_wr_pin(cshm *s, const char *topic, size_t tlen);
 void cshm_wr_unpin(cshm *s, cshm_wr *w);
 int cshm_wr_loan(cshm_wr *w, size_t len, void **buf);
 int cshm_wr_commit(cshm_wr *w, void *buf);
+/* Batch forms (shimmy_ring_reserve_many/commit_many): up to n (capped at
+ * CSHM_PUB_MANY_MAX) consecutive records of len payload bytes, bufs[0..k);
+ * returns k >= 1 or an error as cshm_wr_loan(). Commit them all at once
+ * with the same bufs and k. */
+#define CSHM_PUB_MANY_MAX 64u
+int cshm_wr_loan_many(cshm_wr *w, size_t len, void **bufs, unsigned n);
+int cshm_wr_commit_many(cshm_wr *w, void **bufs, unsigned n);
 
-/* Subscriber side. Borrows the next message of any log (bounded work).
- * Returns 1 (*m filled, valid until cshm_release), 0 (nothing now) or
- * SHIMMY_ERR_BUSY (a borrow is outstanding). */
+/* Subscriber side. Borrows the next message of any log, or claims one
+ * from a $share group's page (a copy; shmshare.h), groups and logs taking
+ * turns (bounded work). Returns 1 (*m filled, valid until cshm_release),
+ * 0 (nothing now) or SHIMMY_ERR_BUSY (a borrow is outstanding). */
 int cshm_next(cshm *s, cshm_msg *m);
-/* Ends the borrow; returns 0, or -ESTALE when the bytes were overwritten
- * while borrowed (the message counts as lost). */
+/* Batch form of cshm_next() for pull-mode receivers: borrows up to max
+ * (capped at CSHM_NEXT_MANY_MAX) consecutive messages of one log into
+ * m[0..n), all valid until cshm_release(). Returns n >= 1 (n = 1 when
+ * $share groups are read too: then it is cshm_next()), 0 or
+ * SHIMMY_ERR_BUSY. Costs one header check per message; no allocation. */
+#define CSHM_NEXT_MANY_MAX 64u
+int cshm_next_many(cshm *s, cshm_msg *m, unsigned max);
+/* Ends the borrow (all of a cshm_next_many()); returns 0, or -ESTALE when
+ * bytes were overwritten while borrowed (those messages count as lost). */
 int cshm_release(cshm *s);
 /* Position batching for every log read (shimmy_ring_reader_set_batch);
  * n = 1 publishes what is pending. */
@@ -140,6 +177,18 @@ void cshm_kick(cshm *s);
 
 /* Messages lost to lapping, cumulative. */
 uint64_t cshm_lost(const cshm *s);
+/* Messages lost by the $share groups this client claims from (group-wide
+ * counts, shmshare.h). */
+uint64_t cshm_share_lost(const cshm *s);
+/* Times a reliable log cut this client loose as a stuck reader
+ * (LOG_DETACH reason 2), cumulative. */
+uint64_t cshm_detached(const cshm *s);
+/* A control message the client owes the broker (the LOG_RELEASE that
+ * answers a cut: it gets the reader attached again), encoded into
+ * buf[0..cap). Returns its length (send it on SHIMMY_CTL_TOPIC), 0 when
+ * none is owed, or SHIMMY_ERR_NOMEM when cap is too small. Check after
+ * each cshm_on_ctl(). */
+int cshm_pending_ctl(cshm *s, uint8_t *buf, size_t cap);
 /* Spin time the broker suggests (BELL_SETUP), in microseconds. */
 uint32_t cshm_spin_us(const cshm *s);
 

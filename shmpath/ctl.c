@@ -54,12 +54,14 @@ int shimmy_ctl_fds_for(uint16_t type, uint32_t status)
 		return status == 0 ? 1 : 0;
 	case SHIMMY_CTL_LOG_ATTACH:
 	case SHIMMY_CTL_READER_ADD:
+	case SHIMMY_CTL_SHARE_ATTACH:
 		return 2;
 	case SHIMMY_CTL_LOG_CREATE:
 	case SHIMMY_CTL_READER_DROP:
 	case SHIMMY_CTL_LOG_DETACH:
 	case SHIMMY_CTL_LOG_CLOSED:
 	case SHIMMY_CTL_LOG_RELEASE:
+	case SHIMMY_CTL_SHARE_DETACH:
 		return 0;
 	default:
 		return -1;

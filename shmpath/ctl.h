@@ -1,9 +1,9 @@
 /*
- * shmpath/ctl.h — the shm/1 control protocol between broker and clients,
+ * shmpath/ctl.h — the shm/2 control protocol between broker and clients,
  * sans-IO: encoding and decoding of control messages, their MQTT framing,
  * and the FIFO of received segment fds.
  *
- * After CONNACK has echoed User Property shimmy = shm/1, control messages
+ * After CONNACK has echoed User Property shimmy = shm/2, control messages
  * travel inside MQTT framing on the Unix socket: a PUBLISH QoS 0 on the
  * reserved topic SHIMMY_CTL_TOPIC ("$shimmy/ctl") whose payload is one
  * control message (docs/shm-protocol.md §10). The broker never routes that
@@ -50,7 +50,9 @@ typedef enum shimmy_ctl_type {
 	SHIMMY_CTL_LOG_DETACH = 7,  /* B->C: log_id, arg = reason; stop reading */
 	SHIMMY_CTL_LOG_CLOSED = 8,  /* B->C: log_id; drain to -EPIPE, then drop */
 	SHIMMY_CTL_LOG_RELEASE = 9, /* C->B: log_id; the client is done with it */
-	SHIMMY_CTL__MAX = 9,
+	SHIMMY_CTL_SHARE_ATTACH = 10, /* B->C fds: log (RO), share page (RW); log_id, idx, gen, flags, topic */
+	SHIMMY_CTL_SHARE_DETACH = 11, /* B->C: log_id, idx, arg = reason; stop claiming */
+	SHIMMY_CTL__MAX = 11,
 } shimmy_ctl_type;
 
 /* shimmy_ctl.flags */
@@ -61,7 +63,7 @@ enum {
 					   * log; topic per record (§10) */
 };
 
-/* LOG_DETACH reasons (arg). */
+/* LOG_DETACH and SHARE_DETACH reasons (arg). */
 enum {
 	SHIMMY_CTL_DETACH_UNSUBSCRIBED = 1,
 	SHIMMY_CTL_DETACH_STUCK = 2,

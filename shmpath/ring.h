@@ -2,8 +2,11 @@
  * shmpath/ring.h — the SPMC broadcast log: one writer, many readers, across
  * processes, over memory the caller provides (a log segment's body).
  *
- * Records are 64-byte aligned: a 32-byte header {commit, seq, flags,
- * props_len, payload_len, rec_len}, the MQTT 5 property bytes, the payload.
+ * Records are 32-byte aligned: a 32-byte header {commit, seq, flags,
+ * props_len, payload_len, rec_len}, the MQTT 5 property bytes, the payload;
+ * a message without properties and with at most 16 payload bytes takes a
+ * short 32-byte record instead (16-byte header {commit, meta}, two records
+ * per cache line).
  * The writer reserves, fills and commits with a release store of the commit
  * word (loan API), or copies (shimmy_ring_publish). A record never wraps: a
  * PAD record fills the end of the data area. No syscall per message: the
@@ -166,6 +169,24 @@ int shimmy_ring_reserve(shimmy_ring_writer *w, uint32_t props_len,
 int shimmy_ring_commit(shimmy_ring_writer *w, shimmy_ring_loan *loan,
 		       uint32_t msg_flags, unsigned flags);
 
+/*
+ * Batch reserve: up to n (>= 1) records for messages of the same sizes,
+ * contiguous, in loans[0..k). Returns k >= 1, or an error as
+ * shimmy_ring_reserve() (which the first record goes through, waiting as it
+ * does). The others never wait: k stops short at the end of the data area
+ * or, in a reliable log, where the first one's wait left no room.
+ * shimmy_ring_abort(loans) drops them all.
+ */
+int shimmy_ring_reserve_many(shimmy_ring_writer *w, uint32_t props_len,
+			     uint32_t payload_len, unsigned n,
+			     int64_t timeout_ns, shimmy_ring_loan *loans);
+
+/* Publishes all k loans of a reserve_many() (n = k): the release store of
+ * each commit word, in order; the tail and the bells once. Returns 0 or
+ * MQTT_ERR_INVALID. */
+int shimmy_ring_commit_many(shimmy_ring_writer *w, shimmy_ring_loan *loans,
+			    unsigned n, uint32_t msg_flags, unsigned flags);
+
 /* Drops an uncommitted loan; readers never see it. */
 void shimmy_ring_abort(shimmy_ring_writer *w, shimmy_ring_loan *loan);
 
@@ -217,9 +238,33 @@ int shimmy_ring_borrow(shimmy_ring_reader *r, shimmy_ring_msg *msg);
 /*
  * Ends a borrow and advances. Returns 0 if the bytes were intact for the
  * whole borrow, -ESTALE if the writer overran them meanwhile (lossy mode
- * only; discard what you read; counted as lost).
+ * only; discard what you read; counted as lost), MQTT_ERR_INVALID if no
+ * single message is on loan (a borrow_many() of more: release_many()).
  */
 int shimmy_ring_release(shimmy_ring_reader *r, const shimmy_ring_msg *msg);
+
+/*
+ * Batch borrow: up to max (>= 1) consecutive messages into msgs[0..n), as
+ * shimmy_ring_borrow() would return them one by one; all stay valid until
+ * shimmy_ring_release_many(). Returns n >= 1, or what shimmy_ring_borrow()
+ * returns when there is no first message (0 or a negative; MQTT_ERR_INVALID
+ * for max 0). It may stop before max at anything but a plain next record
+ * (padding, not yet committed, a gap); the next call deals with that.
+ * Per message it costs one header check, no shared control words: the
+ * overrun test is made once, at release. Never blocks; bounded work.
+ */
+int shimmy_ring_borrow_many(shimmy_ring_reader *r, shimmy_ring_msg *msgs,
+			    unsigned max);
+
+/*
+ * Ends a borrow_many() (msgs and n as it returned them) or a borrow() (n =
+ * 1) and advances past all of it. Returns the number of messages whose
+ * bytes the writer overran meanwhile (lossy mode only): always the first
+ * ones, to be discarded, counted as lost; 0 when all were intact. Returns
+ * MQTT_ERR_INVALID if msgs/n is not what is on loan.
+ */
+int shimmy_ring_release_many(shimmy_ring_reader *r, const shimmy_ring_msg *msgs,
+			     unsigned n);
 
 /*
  * Copies the next message into buf[0..cap) (props, then payload); msg's

@@ -11,9 +11,9 @@
 #include <stdint.h>
 
 #define RING_MAGIC 0x474e495259594853ull /* "SHYYRING" */
-#define RING_VERSION 1u
+#define RING_VERSION 2u
 #define RING_HDR_SIZE 4096u
-#define RING_ALIGN 64u
+#define RING_ALIGN 32u /* record alignment */
 #define RING_TABLE_OFF 1024u
 #define RING_TABLE_MAX ((RING_HDR_SIZE - RING_TABLE_OFF) / 16u) /* 192 */
 #define SLOT_MAGIC 0x544f4c5359594853ull /* "SHYYSLOT" */
@@ -27,28 +27,30 @@
  * Ring header, page 0 of the ring region (offsets from the region start).
  * Line 0 is static after shimmy_ring_format(); line 1 is written by the
  * writer at each commit and read by readers only to attach or resync; line
- * 2 holds intent, which readers load once per record (written every
- * lookahead bytes only, so it stays shared in their caches).
+ * 2 holds intent and state, which readers load when a record is not there
+ * and per batch (written every lookahead bytes and at close only, so it
+ * stays shared in their caches).
  *
  * | off  | size | field       | notes                                   |
  * |------|------|-------------|-----------------------------------------|
  * | 0    | 8    | magic       | "SHYYRING"                              |
- * | 8    | 4    | version     | 1                                       |
+ * | 8    | 4    | version     | 2                                       |
  * | 12   | 4    | flags       | bit 0 RELIABLE                          |
  * | 16   | 8    | data_off    | 4096                                    |
  * | 24   | 8    | data_cap    | power of two, >= 4096                   |
- * | 32   | 4    | align       | 64                                      |
- * | 36   | 4    | max_record  | <= data_cap / 4, multiple of 64         |
+ * | 32   | 4    | align       | 32                                      |
+ * | 36   | 4    | max_record  | <= data_cap / 4, multiple of 32         |
  * | 40   | 4    | readers_max | <= 192                                  |
  * | 44   | 4    | table_off   | 1024                                    |
  * | 48   | 8    | lookahead   | data_cap / 16                           |
  * | 56   | 8    | log_id      | broker's id of the log                  |
  * | 64   | 4    | ctl_ver     | seqlock over tail/next_seq (odd = busy) |
- * | 68   | 4    | state       | bit 0 CLOSED                            |
+ * | 68   | 4    | reserved    | 0                                       |
  * | 72   | 8    | tail        | end of the last committed record        |
  * | 80   | 8    | next_seq    | seq of the record that will start at tail|
  * | 88   | 8    | head        | oldest record not yet overwritten       |
  * | 128  | 8    | intent      | writer may be writing below this        |
+ * | 136  | 4    | state       | bit 0 CLOSED                            |
  * | 1024 | 16*N | table       | reader table, below                     |
  */
 struct ring_hdr {
@@ -65,14 +67,17 @@ struct ring_hdr {
 	uint64_t log_id;
 	/* line 1 */
 	_Atomic uint32_t ctl_ver;
-	_Atomic uint32_t state;
+	uint32_t reserved1;
 	_Atomic uint64_t tail;
 	_Atomic uint64_t next_seq;
 	_Atomic uint64_t head;
 	uint8_t pad1[32];
-	/* line 2 */
+	/* line 2: what readers poll (state at every empty poll), written
+	 * rarely, so it stays shared in their caches and never takes the
+	 * writer's per-commit line 1 away from it */
 	_Atomic uint64_t intent;
-	uint8_t pad2[56];
+	_Atomic uint32_t state;
+	uint8_t pad2[52];
 };
 _Static_assert(sizeof(struct ring_hdr) == 192, "ring header lines");
 
@@ -89,7 +94,8 @@ struct ring_entry {
 _Static_assert(sizeof(struct ring_entry) == 16, "table entry");
 
 /*
- * Record header (32 B) at every 64-aligned record start in the data area:
+ * Records start at every 32-aligned position; the commit word at offset 0
+ * says which of two layouts follows. A long record (commit = pos | 1):
  *
  * | off | size | field       | notes                                    |
  * |-----|------|-------------|------------------------------------------|
@@ -98,7 +104,17 @@ _Static_assert(sizeof(struct ring_entry) == 16, "table entry");
  * | 16  | 4    | flags       | bits 0-1 qos, bit 2 retain, bit 31 PAD   |
  * | 20  | 4    | props_len   | MQTT 5 property bytes after the header   |
  * | 24  | 4    | payload_len | payload bytes after the properties       |
- * | 28  | 4    | rec_len     | bytes to the next record, multiple of 64 |
+ * | 28  | 4    | rec_len     | bytes to the next record, multiple of 32 |
+ *
+ * A short record (commit = pos | 3) is exactly 32 bytes, two to a cache
+ * line: no properties, a payload of at most 16 bytes, seq below 2^56.
+ *
+ * | off | size | field   | notes                                         |
+ * |-----|------|---------|-----------------------------------------------|
+ * | 0   | 8    | commit  | pos | 3 once committed (release store)        |
+ * | 8   | 8    | meta    | bits 0-55 seq, 56-60 payload_len (<= 16),     |
+ * |     |      |         | 61-62 qos, 63 retain                          |
+ * | 16  | 16   | payload | payload_len bytes used                        |
  *
  * commit carries the record's own 64-bit stream position, so a header left
  * from an earlier lap (or payload bytes of a later one) never matches the
@@ -106,6 +122,15 @@ _Static_assert(sizeof(struct ring_entry) == 16, "table entry");
  */
 #define REC_HDR 32u
 #define REC_COMMITTED 1ull
+#define REC_C_SHORT 2ull /* commit bit: short layout */
+#define REC_SHORT_HDR 16u
+#define REC_SHORT_LEN 32u
+#define REC_SHORT_MAX 16u /* payload bytes */
+#define REC_M_SEQ ((1ull << 56) - 1)
+#define REC_M_LEN_SHIFT 56
+#define REC_M_LEN_MASK 0x1fu
+#define REC_M_QOS_SHIFT 61
+#define REC_M_RETAIN (1ull << 63)
 #define REC_F_QOS 0x3u
 #define REC_F_RETAIN 0x4u
 #define REC_F_PAD 0x80000000u
@@ -119,6 +144,11 @@ struct rec_hdr {
 	uint32_t rec_len;
 };
 _Static_assert(sizeof(struct rec_hdr) == REC_HDR, "record header");
+struct rec_short {
+	_Atomic uint64_t commit;
+	uint64_t meta;
+};
+_Static_assert(sizeof(struct rec_short) == REC_SHORT_HDR, "short header");
 
 /*
  * Reader slot page (4 KiB, its own memfd), written by its reader only; the

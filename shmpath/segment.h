@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 /* Protocol string negotiated in CONNECT/CONNACK (User Property shimmy). */
-#define SHIMMY_SHM_PROTOCOL "shm/1"
+#define SHIMMY_SHM_PROTOCOL "shm/2"
 #define SHIMMY_SEG_VERSION 1u
 /* Bytes before the body; the header itself uses the first 64. */
 #define SHIMMY_SEG_HDR_SIZE 4096u

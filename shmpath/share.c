@@ -201,6 +201,24 @@ int shimmy_share_claim(shimmy_share_member *m, shimmy_ring_msg *msg,
 	return 0;
 }
 
+int shimmy_share_ready(void *member)
+{
+	shimmy_share_member *m = member;
+	struct rec_view rv;
+	/* Acquire pairs with other members' release CAS of the cursor. */
+	uint64_t c = atomic_load_explicit(&m->page->slot.position,
+					  memory_order_acquire);
+
+	if (c & (RING_ALIGN - 1))
+		return 1; /* claim reports it as malformed */
+	if (ring_rec_peek(&m->v, c, &rv) != REC_EMPTY)
+		return 1;
+	/* Acquire pairs with the release RMW in close. */
+	return group_detached(m) ||
+	       (atomic_load_explicit(&m->v.hdr->state, memory_order_acquire) &
+		RING_S_CLOSED) != 0;
+}
+
 uint64_t shimmy_share_claimed(const shimmy_share_member *m)
 {
 	return atomic_load_explicit(&m->page->claimed, memory_order_relaxed);

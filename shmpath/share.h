@@ -56,6 +56,13 @@ void shimmy_share_member_destroy(shimmy_share_member *m);
 int shimmy_share_claim(shimmy_share_member *m, shimmy_ring_msg *msg,
 		       void *buf, size_t cap);
 
+/* 1 when shimmy_share_claim() would return something other than 0: a
+ * record (or garbage) sits at the cursor, or the group is detached, or the
+ * log is closed. No side effects, bounded; usable as a shimmy_bell_ready_fn
+ * (ctx = member). Another member may claim the record first: a ready group
+ * can still claim 0 (a spurious wake-up, never a lost one). */
+int shimmy_share_ready(void *member);
+
 /* Messages claimed by the whole group, and lost by it (see above). */
 uint64_t shimmy_share_claimed(const shimmy_share_member *m);
 uint64_t shimmy_share_lost(const shimmy_share_member *m);

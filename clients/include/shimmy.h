@@ -4,14 +4,35 @@
  * A client speaks MQTT 3.1.1 or 5.0 to a broker over tcp:// or unix://
  * (tls:// is reserved and reports SHIMMY_ERR_UNSUPPORTED). Over unix:// it
  * offers Shimmy's shared-memory extension (MQTT 5 User Property
- * "shimmy" = "shm/1" in CONNECT) and records whether the broker accepted it
+ * "shimmy" = "shm/2" in CONNECT) and records whether the broker accepted it
  * (shimmy_client_shm_active()). Once negotiated, the same calls take the
  * shared-memory path (docs/shm-protocol.md):
- *  - QoS 0, non-retained publishes (copying and loans) go into a log the
- *    broker grants per topic, asked for on the first publish to that topic
- *    (one round trip); QoS 1/2, retained messages and records too large
- *    for the log go over MQTT. A loan on a topic with a log points into
- *    the ring itself (zero copy).
+ *  - Non-retained publishes (copying and loans) go into a log the broker
+ *    grants per topic, asked for on the first publish to that topic (one
+ *    round trip). That first publish decides the kind of log: at QoS 1/2
+ *    a RELIABLE log, whose writer waits for its slowest reader instead of
+ *    lapping it, so every attached subscriber gets every message, in
+ *    order, with no broker hop; at QoS 0 a lossy log, which never waits
+ *    (lapped readers count SHIMMY_STAT_LOST_MSGS). Later publishes of any
+ *    QoS go into a reliable log (a record carries its QoS); QoS 1/2
+ *    publishes on a topic whose log is lossy, retained messages and
+ *    records too large for the log go over MQTT. A loan on a topic with a
+ *    log points into the ring itself (zero copy).
+ *  - A publish into a full reliable log waits for room at most
+ *    shimmy_opts_set_shm_wait_ms() (default: the operation timeout, 10 s),
+ *    spinning, then yielding, then letting the protocol run (the client's
+ *    lock is released between tries); then it fails with
+ *    SHIMMY_ERR_TIMEOUT and nothing was published. It never hangs: the
+ *    broker cuts loose a reader stuck for shimmy_shm_reader_timeout
+ *    (default 5 s), and a dead reader stops counting at once. Success
+ *    means the message is in the log, not that anyone has read it (there
+ *    is no PUBACK on this path; shimmy_client_flush() has nothing to wait
+ *    for).
+ *  - A subscriber that a reliable log cut loose (stuck for
+ *    shimmy_shm_reader_timeout) counts SHIMMY_STAT_SHM_DETACHED; the
+ *    messages it had not read by then may be lost (they are not counted in
+ *    SHIMMY_STAT_LOST_MSGS). Once it runs again the library tells the
+ *    broker, which attaches it anew at the log's tail.
  *  - Received messages come from the logs of the publishers the
  *    subscriptions match and from the client's inbound log (what the
  *    broker delivers: TCP publishers, retained messages, wills); the
@@ -175,6 +196,12 @@ int shimmy_opts_set_timeout_ms(shimmy_opts *o, int timeout_ms);
 /* Our inflight window for QoS 1/2 publishes (1..65535); the broker's
  * Receive Maximum lowers it. */
 int shimmy_opts_set_inflight(shimmy_opts *o, uint16_t window);
+/* How long a publish or loan waits for room in a full reliable (QoS 1/2)
+ * shm log before it fails with SHIMMY_ERR_TIMEOUT: 0 never waits, < 0
+ * (the default) means the operation timeout (shimmy_opts_set_timeout_ms).
+ * Pick it above the broker's shimmy_shm_reader_timeout (5 s by default)
+ * for a publisher to outlast a stuck reader rather than give up. */
+int shimmy_opts_set_shm_wait_ms(shimmy_opts *o, int wait_ms);
 
 /* ----------------------------------------------------------------- client */
 
@@ -233,7 +260,10 @@ enum {
  * is queued for the socket; QoS 1/2 once it is queued and inflight (it is
  * acknowledged later; shimmy_client_flush() waits for that). When the
  * inflight window is full it waits, at most the option timeout, for room
- * (SHIMMY_ERR_TIMEOUT). May block briefly on a full socket.
+ * (SHIMMY_ERR_TIMEOUT). May block briefly on a full socket. Over a shm
+ * log it returns once the message is in the log; a full reliable log is
+ * waited for at most shimmy_opts_set_shm_wait_ms(), then
+ * SHIMMY_ERR_TIMEOUT and nothing was published (see the top of this file).
  */
 int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 		   size_t len, int qos, unsigned flags, const shimmy_props *props);
@@ -277,6 +307,18 @@ int shimmy_pub_open(shimmy_client *c, const char *topic, shimmy_pub **out);
 void shimmy_pub_close(shimmy_pub *p);
 int shimmy_pub_loan(shimmy_pub *p, size_t len, void **buf);
 int shimmy_pub_commit(shimmy_pub *p, void *buf);
+/*
+ * Batch form: loans k buffers of len bytes, bufs[0..k), 1 <= k <= n, for k
+ * messages to p's topic; returns k or an error as shimmy_pub_loan(). Over
+ * shm they are consecutive records of the log (k stops short at the end of
+ * the ring, and at 64); otherwise k is 1. shimmy_pub_commit_many(p, bufs,
+ * k) then publishes all k: each message stays a message of its own (its
+ * own commit, in order; a subscriber may see the first ones before the
+ * rest), but the log's tail and the subscribers' doorbells are updated
+ * once. One batch open per handle; commit it with _many, not one by one.
+ */
+int shimmy_pub_loan_many(shimmy_pub *p, size_t len, void **bufs, unsigned n);
+int shimmy_pub_commit_many(shimmy_pub *p, void **bufs, unsigned n);
 
 /* Waits until everything queued is written and every QoS 1/2 publish is
  * acknowledged, at most timeout_ms (< 0: option timeout). */
@@ -378,6 +420,12 @@ typedef enum shimmy_stat {
 	SHIMMY_STAT_RX_BYTES,    /* payload bytes received */
 	SHIMMY_STAT_LOST_MSGS,   /* messages lost to lapping on the shm path (0 over MQTT) */
 	SHIMMY_STAT_RECONNECTS,  /* successful reconnects after a loss */
+	SHIMMY_STAT_SHM_DETACHED,/* times a reliable shm log cut this subscriber
+				  * loose as a stuck reader (0 over MQTT) */
+	SHIMMY_STAT_SHARE_LOST,  /* messages lost by the $share groups this client
+				  * claims from over shm (lapped group cursor):
+				  * a group-wide count, the same in every
+				  * member; not in SHIMMY_STAT_LOST_MSGS */
 	SHIMMY_STAT__COUNT
 } shimmy_stat;
 

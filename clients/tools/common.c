@@ -296,7 +296,7 @@ shimmy_client *tool_connect(tool_cfg *t, unsigned extra_flags)
 	rc = shimmy_client_connect(c, -1);
 	if (rc == SHIMMY_ERR_NO_SHM) {
 		fprintf(stderr, "Error: --require-shm: the broker at %s did not negotiate the "
-			"shared-memory extension (shimmy=shm/1)%s.\n", uri,
+			"shared-memory extension (shimmy=shm/2)%s.\n", uri,
 			t->unix_path || strncmp(uri, "unix:", 5) == 0 ? "" :
 			"; it is offered only over a Unix socket (--unix)");
 	} else if (rc == SHIMMY_ERR_REFUSED) {

@@ -94,11 +94,14 @@ static void print_stats(shimmy_client *c, double t0, const char *when)
 	if (dt <= 0)
 		dt = 1e-9;
 	fprintf(stderr, "stats(%s): received %llu msgs, %llu bytes in %.3f s: %.1f msg/s, "
-		"%.3f MB/s, lost %llu, reconnects %llu, shm %s\n", when,
-		(unsigned long long)n, (unsigned long long)b, dt, (double)n / dt,
-		(double)b / dt / 1e6,
+		"%.3f MB/s, lost %llu, share lost %llu, reconnects %llu, detached %llu, "
+		"shm %s\n",
+		when, (unsigned long long)n, (unsigned long long)b, dt,
+		(double)n / dt, (double)b / dt / 1e6,
 		(unsigned long long)shimmy_client_stat(c, SHIMMY_STAT_LOST_MSGS),
+		(unsigned long long)shimmy_client_stat(c, SHIMMY_STAT_SHARE_LOST),
 		(unsigned long long)shimmy_client_stat(c, SHIMMY_STAT_RECONNECTS),
+		(unsigned long long)shimmy_client_stat(c, SHIMMY_STAT_SHM_DETACHED),
 		shimmy_client_shm_active(c) ? "active" : "off");
 }
 

@@ -18,7 +18,8 @@ add_test(NAME fuzz.shm_reader
   COMMAND sh -c "rm -rf '${FUZZ_SHM_WORK}' && mkdir -p '${FUZZ_SHM_WORK}' && exec '$<TARGET_FILE:fuzz_shm_reader>' -max_total_time=15 -timeout=5 -rss_limit_mb=2048 -max_len=12289 -print_final_stats=1 '${FUZZ_SHM_WORK}'")
 set_tests_properties(fuzz.shm_reader PROPERTIES LABELS fuzz TIMEOUT 120)
 
-# The control-message decoder (shmpath/ctl.c), over arbitrary payloads.
+# The control-message decoder (shmpath/ctl.c), over arbitrary payloads,
+# from one committed seed per message type.
 add_executable(fuzz_shm_ctl ${CMAKE_CURRENT_LIST_DIR}/fuzz_shm_ctl.c
                ${PROJECT_SOURCE_DIR}/shmpath/ctl.c)
 target_compile_options(fuzz_shm_ctl PRIVATE -fsanitize=fuzzer)
@@ -26,5 +27,5 @@ target_link_options(fuzz_shm_ctl PRIVATE -fsanitize=fuzzer)
 target_link_libraries(fuzz_shm_ctl PRIVATE shimmy_mqtt_fuzz)
 set(FUZZ_SHM_CTL_WORK ${CMAKE_CURRENT_BINARY_DIR}/corpus-shm-ctl)
 add_test(NAME fuzz.shm_ctl
-  COMMAND sh -c "rm -rf '${FUZZ_SHM_CTL_WORK}' && mkdir -p '${FUZZ_SHM_CTL_WORK}' && exec '$<TARGET_FILE:fuzz_shm_ctl>' -max_total_time=10 -timeout=5 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 '${FUZZ_SHM_CTL_WORK}'")
+  COMMAND sh -c "rm -rf '${FUZZ_SHM_CTL_WORK}' && mkdir -p '${FUZZ_SHM_CTL_WORK}' && cp '${CMAKE_CURRENT_LIST_DIR}'/corpus/shm_ctl/* '${FUZZ_SHM_CTL_WORK}'/ && exec '$<TARGET_FILE:fuzz_shm_ctl>' -max_total_time=10 -timeout=5 -rss_limit_mb=2048 -max_len=4096 -print_final_stats=1 '${FUZZ_SHM_CTL_WORK}'")
 set_tests_properties(fuzz.shm_ctl PROPERTIES LABELS fuzz TIMEOUT 120)

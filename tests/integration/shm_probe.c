@@ -1,5 +1,5 @@
 /*
- * shm_probe — a hand-rolled shm/1 client for integration tests that need
+ * shm_probe — a hand-rolled shm/2 client for integration tests that need
  * to misbehave or look under the hood, which libshimmy never does. Speaks
  * MQTT 5 over the broker's Unix socket with the project's codec and
  * shmpath/ctl, receives fds with recvmsg().
@@ -129,7 +129,7 @@ static bool is_ctl(const mqtt_packet *p, shimmy_ctl *m)
 	       shimmy_ctl_decode(p->u.publish.payload.ptr, p->u.publish.payload.len, m) == 0;
 }
 
-/* Connects and sends CONNECT offering shm/1. Returns whether CONNACK echoed. */
+/* Connects and sends CONNECT offering shm/2. Returns whether CONNACK echoed. */
 static bool connect_shm(const char *path)
 {
 	g_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -196,6 +196,35 @@ static shimmy_ctl wait_ctl(uint16_t type, uint32_t flags_none, int *fds)
 	}
 }
 
+/* Readers' slot pages and bells a publisher tracks, by table index. */
+static shimmy_seg trk[2 * SHIMMY_RING_READERS];
+
+/* A READER_ADD (fds: slot, bell): maps them into trk[]. Returns whether
+ * it did (else the fds are closed). */
+static bool trk_map(const shimmy_ctl *m, int *fds)
+{
+	if (m->type != SHIMMY_CTL_READER_ADD || m->idx >= SHIMMY_RING_READERS ||
+	    shimmy_seg_map(&trk[2 * m->idx], fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY)) {
+		for (unsigned k = 0; k < m->nfds; k++)
+			close(fds[k]);
+		return false;
+	}
+	if (shimmy_seg_map(&trk[2 * m->idx + 1], fds[1], SHIMMY_SEG_BELL, SHIMMY_SEG_RDWR)) {
+		close(fds[1]);
+		shimmy_seg_unmap(&trk[2 * m->idx]);
+		return false;
+	}
+	return true;
+}
+
+static void trk_track(shimmy_ring_writer *w, uint32_t idx)
+{
+	size_t sl, bl;
+	void *sm = shimmy_seg_body(&trk[2 * idx], &sl);
+	void *bm = shimmy_seg_body(&trk[2 * idx + 1], &bl);
+	shimmy_ring_writer_track(w, idx, sm, sl, shimmy_bell_at(bm, bl));
+}
+
 static int do_evil(const char *path, const char *topic, int ms)
 {
 	int fds[4];
@@ -207,7 +236,27 @@ static int do_evil(const char *path, const char *topic, int ms)
 			   .arg = UINT32_MAX, .topic = topic,
 			   .topic_len = (uint16_t)strlen(topic) };
 	send_ctl(&req);
-	shimmy_ctl g = wait_ctl(SHIMMY_CTL_LOG_GRANT, 0, fds);
+	/* The readers that already subscribe come first (READER_ADD with our
+	 * req_id), then the grant. */
+	bool pre[SHIMMY_RING_READERS] = { false };
+	shimmy_ctl g;
+	static uint8_t gcopy[1 << 20];
+	for (;;) {
+		mqtt_packet p;
+		if (next_pkt(&p, gcopy, 5000) != 1)
+			die("LOG_GRANT did not come");
+		if (!is_ctl(&p, &g))
+			continue;
+		if (shimmy_fdq_pop(&g_q, fds, g.nfds) < 0)
+			die("fds missing");
+		if (g.type == SHIMMY_CTL_LOG_GRANT)
+			break;
+		if (g.type == SHIMMY_CTL_READER_ADD && g.req_id == 1 && trk_map(&g, fds))
+			pre[g.idx] = true;
+		else if (g.type != SHIMMY_CTL_READER_ADD)
+			for (unsigned i = 0; i < g.nfds; i++)
+				close(fds[i]);
+	}
 	if (g.status != 0)
 		die("log refused");
 	shimmy_seg seg;
@@ -218,9 +267,11 @@ static int do_evil(const char *path, const char *topic, int ms)
 	shimmy_ring_writer *w;
 	if (shimmy_ring_writer_create(&w, mem, len) != 0)
 		die("writer");
+	for (uint32_t i = 0; i < SHIMMY_RING_READERS; i++)
+		if (pre[i])
+			trk_track(w, i);
 	/* Readers attach: track them like a real publisher, so their bells
 	 * ring (the broker reads only when rung or once per tick). */
-	static shimmy_seg trk[2 * SHIMMY_RING_READERS];
 	static uint8_t copy[1 << 20];
 	int64_t until = now_ms() + 300;
 	for (int left; (left = (int)(until - now_ms())) > 0;) {
@@ -230,17 +281,8 @@ static int do_evil(const char *path, const char *topic, int ms)
 			continue;
 		if (shimmy_fdq_pop(&g_q, fds, m.nfds) < 0)
 			die("fds missing");
-		if (m.type != SHIMMY_CTL_READER_ADD || m.idx >= SHIMMY_RING_READERS ||
-		    shimmy_seg_map(&trk[2 * m.idx], fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY) ||
-		    shimmy_seg_map(&trk[2 * m.idx + 1], fds[1], SHIMMY_SEG_BELL, SHIMMY_SEG_RDWR)) {
-			for (unsigned k = 0; k < m.nfds; k++)
-				close(fds[k]);
-			continue;
-		}
-		size_t sl, bl;
-		void *sm = shimmy_seg_body(&trk[2 * m.idx], &sl);
-		void *bm = shimmy_seg_body(&trk[2 * m.idx + 1], &bl);
-		shimmy_ring_writer_track(w, m.idx, sm, sl, shimmy_bell_at(bm, bl));
+		if (trk_map(&m, fds))
+			trk_track(w, m.idx);
 	}
 	for (int i = 1; i <= 5; i++) {
 		char msg[8];

@@ -113,10 +113,10 @@ class TestNegotiation(ShmBase):
         self.assertEqual(subprocess.run([PROBE, self.sock(), "noshm"]).returncode, 3)
 
     def test_property_ignored_over_tcp(self):
-        # MQTT 5 CONNECT with User Property shimmy=shm/1, over TCP.
+        # MQTT 5 CONNECT with User Property shimmy=shm/2, over TCP.
         def s(b):
             return struct.pack(">H", len(b)) + b
-        up = b"\x26" + s(b"shimmy") + s(b"shm/1")
+        up = b"\x26" + s(b"shimmy") + s(b"shm/2")
         var = s(b"MQTT") + b"\x05\x02\x00\x3c" + bytes([len(up)]) + up
         payload = s(b"tcp-shm-probe")
         body = var + payload
@@ -126,7 +126,7 @@ class TestNegotiation(ShmBase):
         ack = c.recv(4096)
         c.close()
         self.assertEqual(ack[0], 0x20)
-        self.assertNotIn(b"shm/1", ack)
+        self.assertNotIn(b"shm/2", ack)
         # libshimmy over TCP stays on MQTT; --require-shm fails there.
         p = self.spawn([SUB, "-p", str(self.broker.port), "-V", "5", "--require-shm",
                         "-t", "n/x", "-E"])
@@ -209,11 +209,14 @@ class TestPaths(ShmBase):
     def test_bench_pub_handle_and_batch_receive(self):
         # shimmy-bench's shm mode publishes through a topic-bound
         # shimmy_pub (no client lock) and receives with shimmy_recv_batch;
-        # with its window no message may be lost, in load and latency mode.
+        # with its window no message may be lost, in load and latency mode,
+        # nor with batch loans (shimmy_pub_loan_many) of short records.
         bench = os.path.join(BIN, "shimmy-bench")
         if not os.access(bench, os.X_OK):
             self.skipTest("shimmy-bench not built")
         for mode in (["--mode", "load", "--count", "200000"],
+                     ["--mode", "load", "--count", "200000", "--size", "16",
+                      "--pub-batch", "16"],
                      ["--mode", "latency", "--count", "2000", "--rate", "20000"]):
             p = self.spawn([bench, "--transport", "shm", "--unix", self.sock(), "--size", "64",
                             "--warmup", "100", "--csv", "-", "--quiet"] + mode)

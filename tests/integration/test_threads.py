@@ -6,6 +6,7 @@ across them exactly as on one loop. Run with 4 loops on any machine."""
 
 import socket
 import threading
+import time
 import unittest
 
 import harness as h
@@ -126,6 +127,59 @@ class TestWorkers(h.BrokerTestCase):
         r.close()
         for c in subs:
             self.assertEqual(c.get(timeout=5).payload, b"gone")
+
+
+@unittest.skipIf(h.is_mosquitto(), "mosquitto buffers QoS 0 for online clients "
+                 "without back-pressure")
+class TestBackpressure(h.BrokerTestCase):
+    """A QoS 0 flood into a consumer slower than the publisher: the broker
+    stops reading the publisher instead of dropping (up to the time
+    bound), and a consumer that stops reading altogether does not hold the
+    publisher back for its other subscribers."""
+    CONF = "shimmy_threads 2\n"
+    N = 600          # 64 KB messages: about 40 MB, past the 16 MiB drop line
+    SIZE = 65536
+
+    def _flood(self, topic):
+        pub = self.raw(timeout=60)
+        self.assertEqual(pub.connect(h.uniq("bp"))[1], 0)
+        body = b"y" * (self.SIZE - 8)
+        data = b"".join(h.pk_publish(topic, b"%08d" % k + body) for k in range(self.N))
+        t = threading.Thread(target=pub.send, args=(data,))
+        t.start()
+        return t
+
+    def test_slow_consumer_loses_nothing(self):
+        topic = h.uniq("bp/")
+        sub = self.raw(timeout=20)
+        sub.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.assertEqual(sub.connect(h.uniq("bs"))[1], 0)
+        sub.subscribe([(topic, 0)])
+        t = self._flood(topic)
+        for k in range(self.N):
+            m = h.parse_publish(sub.recv_type(h.PUBLISH, timeout=20))
+            self.assertEqual(m["payload"][:8], b"%08d" % k, "message %d lost or reordered" % k)
+            if k % 8 == 0:
+                time.sleep(0.004)  # slower than the publisher, still reading
+        t.join(30)
+        self.assertFalse(t.is_alive())
+
+    def test_stuck_consumer_does_not_stall_others(self):
+        topic = h.uniq("bq/")
+        stuck = self.raw(timeout=20)
+        stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        self.assertEqual(stuck.connect(h.uniq("st"))[1], 0)
+        stuck.subscribe([(topic, 0)])
+        ok = self.raw(timeout=20)
+        self.assertEqual(ok.connect(h.uniq("ok"))[1], 0)
+        ok.subscribe([(topic, 0)])
+        t = self._flood(topic)
+        for k in range(self.N):
+            m = h.parse_publish(ok.recv_type(h.PUBLISH, timeout=20))
+            self.assertEqual(m["payload"][:8], b"%08d" % k)
+        t.join(30)
+        self.assertFalse(t.is_alive())
+        self.assertIn("is not reading its messages fast enough", self.broker.log())
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ static bool has_shm_prop(const mqtt_props *p)
 	while (mqtt_props_next(p->raw, &off, &pr) == 1)
 		if (pr.id == MQTT_PROP_USER_PROPERTY && pr.str.len == 6 &&
 		    !memcmp(pr.str.ptr, "shimmy", 6) && pr.str2.len == 5 &&
-		    !memcmp(pr.str2.ptr, "shm/1", 5))
+		    !memcmp(pr.str2.ptr, "shm/2", 5))
 			return true;
 	return false;
 }
@@ -145,7 +145,7 @@ static void test_connect_offers_shm(void **state)
 	session_cfg c = cfg_of(MQTT_V5);
 	wire *w = calloc(1, sizeof(*w));
 	mqtt_packet p;
-	mqtt_user_prop echo = { mqtt_str_c("shimmy"), mqtt_str_c("shm/1") };
+	mqtt_user_prop echo = { mqtt_str_c("shimmy"), mqtt_str_c("shm/2") };
 	mqtt_props cp;
 	session_event ev;
 
@@ -184,7 +184,7 @@ static void test_connack_without_echo(void **state)
 	session s;
 	session_cfg c = cfg_of(MQTT_V5);
 	wire *w = calloc(1, sizeof(*w));
-	mqtt_user_prop other = { mqtt_str_c("shimmy"), mqtt_str_c("shm/2") };
+	mqtt_user_prop other = { mqtt_str_c("shimmy"), mqtt_str_c("shm/9") };
 	mqtt_props cp;
 	mqtt_packet p;
 

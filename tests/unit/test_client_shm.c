@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "broker/shm.h"
@@ -68,7 +69,8 @@ static void f_route(void *from, const char *t, size_t len,
 
 static shm_broker *mk(void)
 {
-	static shm_env env = { f_send, f_may, f_wants, f_others, f_route, NULL };
+	static shm_env env = { .send = f_send, .may = f_may, .wants = f_wants,
+			       .others_want = f_others, .route = f_route };
 	shm_limits lim = { 1ull << 30, 10, 1000 };
 	int err;
 	shm_broker *sb = shm_broker_create(&env, &lim, &err);
@@ -91,14 +93,22 @@ static void conn_fini(fconn *c)
 	shimmy_fdq_fini(&c->q);
 }
 
-/* The publisher side of the request/grant exchange. */
-static void request_log(shm_broker *sb, shm_client *bc, fconn *c, const char *topic)
+/* The publisher side of the request/grant exchange; flags:
+ * SHIMMY_CTL_F_RELIABLE for a QoS 1/2 log. */
+static void request_log_f(shm_broker *sb, shm_client *bc, fconn *c, const char *topic,
+			  unsigned flags)
 {
 	uint8_t buf[256];
-	int n = cshm_log_request(c->cs, topic, strlen(topic), UINT32_MAX, buf, sizeof(buf));
+	int n = cshm_log_request(c->cs, topic, strlen(topic), UINT32_MAX, flags, buf,
+				 sizeof(buf));
 	assert_true(n > 0);
 	assert_int_equal(cshm_log_state(c->cs, topic, strlen(topic)), CSHM_LOG_PENDING);
 	assert_int_equal(shm_client_ctl(sb, bc, buf, (size_t)n), 0);
+}
+
+static void request_log(shm_broker *sb, shm_client *bc, fconn *c, const char *topic)
+{
+	request_log_f(sb, bc, c, topic, 0);
 }
 
 static void test_publish_receive_loan_inbound(void **state)
@@ -166,6 +176,40 @@ static void test_publish_receive_loan_inbound(void **state)
 	assert_true(got > 0 && got < 40000);
 	assert_int_equal(cshm_lost(S.cs) + (uint64_t)got, 40000);
 
+	/* Batch receive: the same messages in order, a batch from one log;
+	 * then lapped again, losses still exact. */
+	cshm_msg mb[CSHM_NEXT_MANY_MAX];
+	char want[8];
+	for (int i = 0; i < 100; i++) {
+		snprintf(want, sizeof(want), "%d", i);
+		assert_int_equal(cshm_publish(P.cs, "a/b", 3, NULL, 0, want,
+					      strlen(want)), 0);
+	}
+	int k, next = 0;
+	while ((k = cshm_next_many(S.cs, mb, 1000)) > 0) {
+		assert_true(k <= (int)CSHM_NEXT_MANY_MAX);
+		assert_int_equal(cshm_next(S.cs, &m2), SHIMMY_ERR_BUSY);
+		for (int i = 0; i < k; i++, next++) {
+			snprintf(want, sizeof(want), "%d", next);
+			assert_memory_equal(mb[i].topic, "a/b", 3);
+			assert_int_equal(mb[i].len, strlen(want));
+			assert_memory_equal(mb[i].payload, want, mb[i].len);
+		}
+		assert_int_equal(cshm_release(S.cs), 0);
+	}
+	assert_int_equal(next, 100);
+	uint64_t lost0 = cshm_lost(S.cs);
+	for (int i = 0; i < 40000; i++)
+		assert_int_equal(cshm_publish(P.cs, "a/b", 3, NULL, 0, "z", 1), 0);
+	got = 0;
+	while ((k = cshm_next_many(S.cs, mb, 7)) > 0) {
+		assert_true(k <= 7);
+		got += k;
+		cshm_release(S.cs);
+	}
+	assert_true(got > 0 && got < 40000);
+	assert_int_equal(cshm_lost(S.cs) - lost0 + (uint64_t)got, 40000);
+
 	/* Publisher gone: its log closes, the reader drains and drops it. */
 	assert_int_equal(cshm_publish(P.cs, "a/b", 3, NULL, 0, "last", 4), 0);
 	cshm_conn_lost(P.cs);
@@ -205,11 +249,155 @@ static void test_bad_control_messages(void **state)
 	conn_fini(&c);
 }
 
+/* Drains S, checking that the messages carry QoS 1 and the payloads
+ * "%06d" from *next on, in order. Returns how many it read. */
+static int drain_in_order(fconn *s, int *next)
+{
+	cshm_msg m;
+	int got = 0;
+	while (cshm_next(s->cs, &m) == 1) {
+		char want[16];
+		snprintf(want, sizeof(want), "%06d", (*next)++);
+		assert_int_equal(m.qos, 1);
+		assert_int_equal(m.len, 6);
+		assert_memory_equal(m.payload, want, 6);
+		assert_int_equal(cshm_release(s->cs), 0);
+		got++;
+	}
+	return got;
+}
+
+/* Publishes "%06d" payloads at QoS 1 from *next on until the log is full
+ * (timeout 0). Returns how many went in. */
+static int fill(fconn *p, const char *topic, int *next)
+{
+	int n = 0, rc;
+	char pay[16];
+	for (;;) {
+		snprintf(pay, sizeof(pay), "%06d", *next);
+		rc = cshm_publish_qos(p->cs, topic, strlen(topic), NULL, 0, pay, 6, 1, 0);
+		if (rc != 0)
+			break;
+		(*next)++;
+		n++;
+	}
+	assert_int_equal(rc, -EAGAIN);
+	return n;
+}
+
+/* QoS 1 over shm: a reliable log holds its writer back for the slowest
+ * reader (no loss, in order), a stuck reader is cut loose after the
+ * reader timeout and told so, rejoins at the tail after its LOG_RELEASE,
+ * and a dead reader stops holding the writer at once. */
+static void test_reliable_log(void **state)
+{
+	(void)state;
+	shm_broker *sb = mk(); /* reader timeout 1000 ms */
+	fconn P, S, T;
+	conn_init(&P, NULL);
+	conn_init(&S, "r/#");
+	conn_init(&T, "r/#");
+	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S),
+		   *bt = shm_client_open(sb, &T);
+	assert_true(bp && bs && bt);
+
+	/* QoS 1 needs a reliable log: not into a lossy one. */
+	request_log(sb, bp, &P, "lossy/x");
+	assert_int_equal(cshm_log_reliable(P.cs, "lossy/x", 7), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "lossy/x", 7, NULL, 0, "q", 1, 1, 0), -ENOENT);
+
+	request_log_f(sb, bp, &P, "r/x", SHIMMY_CTL_F_RELIABLE);
+	assert_int_equal(cshm_log_state(P.cs, "r/x", 3), CSHM_LOG_READY);
+	assert_int_equal(cshm_log_reliable(P.cs, "r/x", 3), 1);
+	assert_int_equal(cshm_readers(S.cs), 1);
+	assert_int_equal(cshm_readers(T.cs), 1);
+
+	/* Nobody reads: the writer stops at a ring's worth, laps no one. */
+	int sent = 0, s_next = 0, t_next = 0;
+	int n1 = fill(&P, "r/x", &sent);
+	assert_true(n1 > 1000);
+	assert_int_equal(cshm_publish_qos(P.cs, "r/x", 3, NULL, 0, "x", 1, 1, 2000000),
+			 -ETIMEDOUT);
+	/* S reads everything; T still holds the writer back. */
+	assert_int_equal(drain_in_order(&S, &s_next), n1);
+	assert_int_equal(cshm_lost(S.cs), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "r/x", 3, NULL, 0, "x", 1, 1, 0), -EAGAIN);
+	/* T reads half, then sticks; S keeps up with more. */
+	cshm_msg m;
+	for (int i = 0; i < n1 / 2; i++) {
+		assert_int_equal(cshm_next(T.cs, &m), 1);
+		cshm_release(T.cs);
+		t_next++;
+	}
+	int n2 = fill(&P, "r/x", &sent);
+	/* Room for what T read, plus at most the writer's lookahead (1/16
+	 * of the 1 MiB ring, 64 B records): T still holds it back. */
+	assert_true(n2 > 0 && n2 <= n1 / 2 + (1 << 20) / 16 / 64 + 1);
+	assert_int_equal(drain_in_order(&S, &s_next), n2);
+
+	/* The broker's clock: T lags by more than half the ring and does
+	 * not move. Cut only once the reader timeout (1000 ms) has passed. */
+	shm_broker_tick(sb, 10000);
+	shm_broker_tick(sb, 10999);
+	assert_int_equal(cshm_detached(T.cs), 0);
+	shm_stats st;
+	shm_broker_stats(sb, &st);
+	assert_int_equal(st.readers_cut, 0);
+	shm_broker_tick(sb, 11000);
+	shm_broker_stats(sb, &st);
+	assert_int_equal(st.readers_cut, 1);
+	assert_int_equal(cshm_detached(T.cs), 1);
+	assert_int_equal(cshm_detached(S.cs), 0); /* S kept up */
+	/* The writer is free again. */
+	int n3 = fill(&P, "r/x", &sent);
+	assert_true(n3 > 0);
+	assert_int_equal(drain_in_order(&S, &s_next), n3);
+	assert_int_equal(s_next, sent);
+	assert_int_equal(cshm_lost(S.cs), 0);
+
+	/* T wakes up: it reads -ENOLINK at the cut and owes a LOG_RELEASE,
+	 * which attaches it anew at the tail. */
+	while (cshm_next(T.cs, &m) == 1)
+		cshm_release(T.cs);
+	assert_int_equal(cshm_readers(T.cs), 0);
+	uint8_t buf[128];
+	int n = cshm_pending_ctl(T.cs, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(cshm_pending_ctl(T.cs, buf, sizeof(buf)), 0); /* once */
+	assert_int_equal(shm_client_ctl(sb, bt, buf, (size_t)n), 0);
+	assert_int_equal(cshm_readers(T.cs), 1);
+	assert_int_equal(cshm_publish_qos(P.cs, "r/x", 3, NULL, 0, "after!", 6, 1, 0), 0);
+	assert_int_equal(cshm_next(T.cs, &m), 1);
+	assert_memory_equal(m.payload, "after!", 6);
+	cshm_release(T.cs);
+	assert_int_equal(cshm_next(S.cs, &m), 1);
+	cshm_release(S.cs);
+
+	/* A dead reader (socket closed) stops holding the writer at once. */
+	sent = 0;
+	int n4 = fill(&P, "r/x", &sent);
+	assert_true(n4 > 1000);
+	s_next = 0;
+	assert_int_equal(drain_in_order(&S, &s_next), n4);
+	assert_int_equal(cshm_publish_qos(P.cs, "r/x", 3, NULL, 0, "x", 1, 1, 0), -EAGAIN);
+	shm_client_close(sb, bt);
+	assert_int_equal(cshm_publish_qos(P.cs, "r/x", 3, NULL, 0, "x", 1, 1, 0), 0);
+	assert_int_equal(P.ctl_errors + S.ctl_errors + T.ctl_errors, 0);
+
+	shm_client_close(sb, bs);
+	shm_client_close(sb, bp);
+	shm_broker_destroy(sb);
+	conn_fini(&P);
+	conn_fini(&S);
+	conn_fini(&T);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_publish_receive_loan_inbound),
 		cmocka_unit_test(test_bad_control_messages),
+		cmocka_unit_test(test_reliable_log),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -98,7 +98,9 @@ static fake_core core;
 static shm_broker *mk(uint64_t max_bytes)
 {
 	static shm_env env;
-	env = (shm_env){ f_send, f_may, f_wants, f_others, f_route, &core };
+	env = (shm_env){ .send = f_send, .may = f_may, .wants = f_wants,
+			 .others_want = f_others, .route = f_route,
+			 .ctx = &core };
 	shm_limits lim = { max_bytes, 50, 1000 };
 	int err = 0;
 	shm_broker *sb = shm_broker_create(&env, &lim, &err);
@@ -149,6 +151,14 @@ static void test_pub_sub_route_close(void **state)
 	uint8_t buf[256];
 	int n = shimmy_ctl_encode(&req, buf, sizeof(buf));
 	assert_int_equal(shm_client_ctl(sb, cp, buf, (size_t)n), 0);
+	/* The publisher learns about both readers (subscriber, broker)
+	 * before its grant, so it tracks them from its first record. */
+	m = pop(&P, SHIMMY_CTL_READER_ADD);
+	assert_int_equal(m->req_id, 5);
+	close_fds(&P, m);
+	m = pop(&P, SHIMMY_CTL_READER_ADD);
+	assert_int_equal(m->req_id, 5);
+	close_fds(&P, m);
 	m = pop(&P, SHIMMY_CTL_LOG_GRANT);
 	assert_int_equal(m->status, 0);
 	assert_int_equal(m->req_id, 5);
@@ -162,11 +172,6 @@ static void test_pub_sub_route_close(void **state)
 	int ro_fd = S.fds[S.head - 1][0], slot_fd = S.fds[S.head - 1][1];
 	uint32_t idx = m->idx;
 	uint64_t gen = m->gen;
-	/* The publisher learns about both readers (subscriber, broker). */
-	m = pop(&P, SHIMMY_CTL_READER_ADD);
-	close_fds(&P, m);
-	m = pop(&P, SHIMMY_CTL_READER_ADD);
-	close_fds(&P, m);
 
 	shimmy_seg wlog, rlog, slot, bell;
 	assert_int_equal(shimmy_seg_map(&wlog, log_fd, SHIMMY_SEG_LOG, SHIMMY_SEG_RDWR), 0);

@@ -209,6 +209,7 @@ static void test_position_batching(void **state)
 	sp = (const struct slot_page *)(const void *)f.slots;
 	shimmy_ring_reader_set_batch(r, 4);
 	p0 = atomic_load(&sp->position);
+	/* 10-byte payloads: short records of 32 bytes. */
 	for (uint64_t i = 1; i <= 6; i++)
 		assert_int_equal(pub(f.w, i, 10, 0), 0);
 	for (int i = 0; i < 3; i++) {
@@ -218,16 +219,16 @@ static void test_position_batching(void **state)
 	assert_int_equal(atomic_load(&sp->position), p0); /* 3 < 4 */
 	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
 	assert_int_equal(shimmy_ring_release(r, &m), 0);
-	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 64);
+	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 32);
 	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
 	assert_int_equal(shimmy_ring_release(r, &m), 0);
-	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 64);
+	assert_int_equal(atomic_load(&sp->position), p0 + 4 * 32);
 	shimmy_ring_reader_sync(r);
-	assert_int_equal(atomic_load(&sp->position), p0 + 5 * 64);
+	assert_int_equal(atomic_load(&sp->position), p0 + 5 * 32);
 	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
 	assert_int_equal(shimmy_ring_release(r, &m), 0);
 	assert_int_equal(shimmy_ring_borrow(r, &m), 0); /* empty: published */
-	assert_int_equal(atomic_load(&sp->position), p0 + 6 * 64);
+	assert_int_equal(atomic_load(&sp->position), p0 + 6 * 32);
 	shimmy_ring_reader_destroy(r);
 	fx_fini(&f);
 }
@@ -494,7 +495,9 @@ static void test_garbage_header_rejected(void **state)
 		memcpy(h, &saved, sizeof(saved));                            \
 	} while (0)
 	REJECT(h->magic = 0);
-	REJECT(h->version = 2);
+	REJECT(h->version = 1);             /* shm/1: 64-byte records only */
+	REJECT(h->version = 3);
+	REJECT(h->align = 64);
 	REJECT(h->data_cap = 1ull << 40);   /* beyond the mapping */
 	REJECT(h->data_cap = 3 << 14);      /* not a power of two */
 	REJECT(h->data_off = 0);
@@ -530,7 +533,7 @@ static void test_corrupt_records_rejected(void **state)
 	(void)state;
 	fx_init(&f, 64 << 10, 0);
 	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
-	assert_int_equal(pub(f.w, 1, 10, 0), 0);
+	assert_int_equal(pub(f.w, 1, 32, 0), 0); /* long: 32 + 32 = 64 B */
 	rec = (struct rec_hdr *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE);
 	memcpy(&saved, rec, sizeof(saved));
 #define BAD(stmt)                                                            \
@@ -554,7 +557,7 @@ static void test_corrupt_records_rejected(void **state)
 #undef BAD
 	/* Intact again: readable. Then a sequence that goes backwards. */
 	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
-	assert_int_equal(pub(f.w, 2, 10, 0), 0);
+	assert_int_equal(pub(f.w, 2, 32, 0), 0);
 	rec = (struct rec_hdr *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE + 64);
 	rec->seq = 1;
 	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)),
@@ -564,6 +567,204 @@ static void test_corrupt_records_rejected(void **state)
 	assert_true(shimmy_ring_receive(r, &m, buf, sizeof(buf)) <= 0);
 	shimmy_ring_reader_destroy(r);
 	fx_fini(&f);
+}
+
+/* Messages without properties of up to 16 bytes take a short 32-byte
+ * record (two to a cache line); anything else a long one. */
+static void test_short_records(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	const uint8_t *d;
+	struct rec_short *sr, saved;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	d = f.ring + SHIMMY_RING_HDR_SIZE;
+	assert_int_equal(shimmy_ring_publish(f.w, NULL, 0, "0123456789abcdef", 16,
+					     SHIMMY_MSG_RETAIN | 1, 0, 0), 0);
+	assert_int_equal(pub(f.w, 2, 0, 0), 0);
+	assert_int_equal(pub(f.w, 3, 17, 0), 0);      /* 32 + 17: 64 B */
+	assert_int_equal(shimmy_ring_publish(f.w, "\x01\x01", 2, "x", 1, 2, 0, 0), 0);
+	assert_int_equal(*(const uint64_t *)(const void *)d, 0 | 3);
+	assert_int_equal(*(const uint64_t *)(const void *)(d + 32), 32 | 3);
+	assert_int_equal(*(const uint64_t *)(const void *)(d + 64), 64 | 1);
+	assert_int_equal(*(const uint64_t *)(const void *)(d + 128), 128 | 1);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 1);
+	assert_int_equal(m.flags, SHIMMY_MSG_RETAIN | 1);
+	assert_int_equal(m.props_len, 0);
+	assert_int_equal(m.payload_len, 16);
+	assert_memory_equal(m.payload, "0123456789abcdef", 16);
+	assert_int_equal(shimmy_ring_borrow(r, &m), 1);
+	assert_int_equal(m.seq, 2);
+	assert_int_equal(m.payload_len, 0);
+	assert_int_equal(m.rec_len, 32);
+	assert_int_equal(shimmy_ring_release(r, &m), 0);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.seq, 3);
+	assert_true(check_fill(m.payload, 17, 3));
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_int_equal(m.flags, 2);
+	assert_int_equal(m.props_len, 2);
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 0);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+
+	/* Hostile meta words. */
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	assert_int_equal(pub(f.w, 1, 10, 0), 0);
+	sr = (struct rec_short *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE);
+	memcpy(&saved, sr, sizeof(saved));
+#define BAD(stmt)                                                            \
+	do {                                                                 \
+		stmt;                                                        \
+		assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), \
+				 MQTT_ERR_MALFORMED);                         \
+		assert_int_equal(shimmy_ring_borrow(r, &m), MQTT_ERR_MALFORMED);\
+		memcpy(sr, &saved, sizeof(saved));                           \
+	} while (0)
+	BAD(sr->meta = (saved.meta & REC_M_SEQ) | 17ull << REC_M_LEN_SHIFT);
+	BAD(sr->meta = (saved.meta & REC_M_SEQ) | 31ull << REC_M_LEN_SHIFT);
+	BAD(sr->meta |= 3ull << REC_M_QOS_SHIFT);     /* qos 3 */
+	BAD(sr->meta &= ~REC_M_SEQ);                  /* seq 0 */
+#undef BAD
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 1);
+	assert_true(check_fill(m.payload, 10, 1));
+	/* A sequence that goes backwards. */
+	assert_int_equal(pub(f.w, 2, 10, 0), 0);
+	sr = (struct rec_short *)(void *)(f.ring + SHIMMY_RING_HDR_SIZE + 32);
+	sr->meta = (sr->meta & ~REC_M_SEQ) | 1;
+	assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)),
+			 MQTT_ERR_MALFORMED);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+/* Batch borrow: the same messages in the same order as one by one, with
+ * one overrun test per batch. */
+static void test_borrow_many(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_msg ms[8];
+	uint64_t seq = 1, next = 1, it;
+	unsigned expect;
+	int n;
+
+	(void)state;
+	fx_init(&f, 64 << 10, 0);
+	r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+	/* Mixed short and long records over several laps (pads included). */
+	for (int round = 0; round < 200; round++) {
+		for (int k = 0; k < 37; k++, seq++)
+			assert_int_equal(pub(f.w, seq, seq % 5 ? (uint32_t)(seq % 17)
+							      : 300, 0), 0);
+		while ((n = shimmy_ring_borrow_many(r, ms, 8)) > 0) {
+			assert_true(n <= 8);
+			for (int i = 0; i < n; i++, next++) {
+				assert_int_equal(ms[i].seq, next);
+				assert_int_equal(ms[i].lost, 0);
+				assert_true(check_fill(ms[i].payload,
+						       ms[i].payload_len, next));
+			}
+			assert_int_equal(shimmy_ring_release_many(r, ms, (unsigned)n), 0);
+		}
+		assert_int_equal(n, 0);
+	}
+	assert_int_equal(next, seq);
+	assert_int_equal(shimmy_ring_reader_lost(r), 0);
+	/* Misuse. */
+	assert_int_equal(shimmy_ring_borrow_many(r, ms, 0), MQTT_ERR_INVALID);
+	for (int k = 0; k < 3; k++, seq++)
+		assert_int_equal(pub(f.w, seq, 8, 0), 0);
+	assert_int_equal(shimmy_ring_borrow_many(r, ms, 8), 3);
+	assert_int_equal(shimmy_ring_borrow(r, ms), -EBUSY);
+	assert_int_equal(shimmy_ring_release(r, &ms[0]), MQTT_ERR_INVALID);
+	assert_int_equal(shimmy_ring_release_many(r, ms, 2), MQTT_ERR_INVALID);
+	assert_int_equal(shimmy_ring_release_many(r, ms, 3), 0);
+	/* Overrun while borrowed (lossy): the stale ones, a prefix, count as
+	 * lost. */
+	for (int k = 0; k < 4; k++, seq++)
+		assert_int_equal(pub(f.w, seq, 2000, 0), 0);
+	n = shimmy_ring_borrow_many(r, ms, 8); /* a pad may end it early */
+	assert_true(n >= 1 && n <= 4);
+	for (int k = 0; k < 31; k++, seq++)
+		assert_int_equal(pub(f.w, seq, 2000, 0), 0);
+	it = atomic_load(&((struct ring_hdr *)(void *)f.ring)->intent);
+	for (expect = 0; expect < (unsigned)n && it - ms[expect].pos > (64u << 10);
+	     expect++)
+		;
+	assert_true(expect >= 1);
+	assert_int_equal(shimmy_ring_release_many(r, ms, (unsigned)n), (int)expect);
+	assert_int_equal(shimmy_ring_reader_lost(r), expect);
+	shimmy_ring_reader_destroy(r);
+	fx_fini(&f);
+}
+
+/* Batch reserve/commit: consecutive records, one commit word each, in
+ * order; stops short at the end of the data area. */
+static void test_reserve_many(void **state)
+{
+	struct fx f;
+	shimmy_ring_reader *r;
+	shimmy_ring_loan loans[16];
+	shimmy_ring_msg m;
+	uint8_t buf[256];
+	uint64_t seq = 1;
+	int k;
+
+	(void)state;
+	for (int reliable = 0; reliable < 2; reliable++) {
+		fx_init(&f, 64 << 10, reliable ? SHIMMY_RING_RELIABLE : 0);
+		r = fx_reader(&f, 0, SHIMMY_RING_FROM_TAIL);
+		seq = 1;
+		/* Short and long records, over several laps. */
+		for (int round = 0; round < 300; round++) {
+			uint32_t len = round & 1 ? 16 : 200;
+			k = shimmy_ring_reserve_many(f.w, 0, len, 16, 0, loans);
+			assert_true(k >= 1 && k <= 16);
+			assert_int_equal(shimmy_ring_reserve_many(f.w, 0, len, 4, 0,
+								  loans + k / 2),
+					 -EBUSY);
+			for (int i = 0; i < k; i++) {
+				assert_int_equal(loans[i].seq, seq + (uint64_t)i);
+				assert_true(i == 0 || loans[i].pos > loans[i - 1].pos);
+				fill(loans[i].payload, len, seq + (uint64_t)i);
+			}
+			assert_int_equal(shimmy_ring_commit(f.w, &loans[0], 0, 0),
+					 k == 1 ? 0 : MQTT_ERR_INVALID);
+			if (k > 1) {
+				assert_int_equal(shimmy_ring_commit_many(f.w, loans,
+						 (unsigned)k - 1, 0, 0), MQTT_ERR_INVALID);
+				assert_int_equal(shimmy_ring_commit_many(f.w, loans,
+						 (unsigned)k, SHIMMY_MSG_RETAIN, 0), 0);
+			}
+			for (int i = 0; i < k; i++, seq++) {
+				assert_int_equal(shimmy_ring_receive(r, &m, buf,
+								     sizeof(buf)), 1);
+				assert_int_equal(m.seq, seq);
+				assert_int_equal(m.lost, 0);
+				assert_int_equal(m.payload_len, len);
+				assert_true(check_fill(m.payload, len, seq));
+			}
+			assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 0);
+		}
+		/* Abort drops the whole batch; readers never see it. */
+		k = shimmy_ring_reserve_many(f.w, 0, 8, 16, 0, loans);
+		assert_true(k >= 1);
+		shimmy_ring_abort(f.w, &loans[0]);
+		assert_int_equal(shimmy_ring_receive(r, &m, buf, sizeof(buf)), 0);
+		assert_int_equal(shimmy_ring_reserve_many(f.w, 0, 8, 0, 0, loans),
+				 MQTT_ERR_INVALID);
+		assert_int_equal(shimmy_ring_reader_lost(r), 0);
+		shimmy_ring_reader_destroy(r);
+		fx_fini(&f);
+	}
 }
 
 /* Readers work over the subscriber's read-only segment mapping. */
@@ -752,6 +953,9 @@ int main(void)
 		cmocka_unit_test(test_writer_resume),
 		cmocka_unit_test(test_garbage_header_rejected),
 		cmocka_unit_test(test_corrupt_records_rejected),
+		cmocka_unit_test(test_short_records),
+		cmocka_unit_test(test_borrow_many),
+		cmocka_unit_test(test_reserve_many),
 		cmocka_unit_test(test_reader_on_readonly_segment),
 		cmocka_unit_test(test_position_batching),
 		cmocka_unit_test(test_thread_stress_lossy),
