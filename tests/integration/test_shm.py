@@ -9,66 +9,20 @@ Needs SHIMMY_BIN (directory of shimmy-pub, shimmy-sub, shm_probe) and
 mosquitto_pub/mosquitto_sub; skips (77) without them.
 """
 import os
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-
-BIN = os.environ.get("SHIMMY_BIN", "")
-PUB = os.path.join(BIN, "shimmy-pub")
-SUB = os.path.join(BIN, "shimmy-sub")
-PROBE = os.path.join(BIN, "shm_probe")
+import shmbase  # noqa: E402
+from shmbase import BIN, PROBE, PUB, SUB, ShmCase  # noqa: E402
 
 
-def tools_missing():
-    need = [PUB, SUB, PROBE]
-    return (not all(os.access(p, os.X_OK) for p in need)
-            or not shutil.which("mosquitto_sub") or not shutil.which("mosquitto_pub"))
-
-
-def devshm():
-    try:
-        return sorted(os.listdir("/dev/shm"))
-    except OSError:
-        return []
-
-
-class ShmBase(unittest.TestCase):
-    CONF = "sys_interval 1\n"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.devshm_before = devshm()
-        cls.broker = harness.Broker(cls.CONF, unix=True, name=cls.__name__).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.broker.alive():
-            cls.broker.stop(check=True)
-        # memfds vanish with their last user: nothing may be left behind.
-        assert devshm() == cls.devshm_before, (cls.devshm_before, devshm())
-
-    def setUp(self):
-        self.procs = []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        self.assertTrue(self.broker.alive(), "broker died\n" + self.broker.log()[-5000:])
-
-    # -- helpers --------------------------------------------------------
-    def sock(self):
-        return self.broker.unix_path
-
+class ShmBase(ShmCase):
     def spawn(self, argv, stdin=None):
         p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
@@ -98,12 +52,6 @@ class ShmBase(unittest.TestCase):
         out, err = p.communicate(timeout=timeout)
         self.assertEqual(p.returncode, 0, "rc %d: %s" % (p.returncode, err.decode()))
         return out.decode().splitlines()
-
-    def sys(self, topic):
-        """A $SYS value, as published at the next interval."""
-        out = subprocess.run(["mosquitto_sub", "-p", str(self.broker.port), "-t", topic,
-                              "-C", "1", "-W", "5"], capture_output=True, timeout=10)
-        return int(out.stdout.decode().split()[0])
 
 
 class TestNegotiation(ShmBase):
@@ -330,7 +278,4 @@ class TestBrokerDeath(ShmBase):
 
 
 if __name__ == "__main__":
-    if tools_missing():
-        print("SKIP: shimmy tools (SHIMMY_BIN) or mosquitto clients missing")
-        sys.exit(77)
-    harness.main()
+    shmbase.main()

@@ -17,36 +17,19 @@ Needs SHIMMY_BIN (shimmy-pub, shimmy-sub) and mosquitto_sub; skips (77)
 without them.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-
-BIN = os.environ.get("SHIMMY_BIN", "")
-PUB = os.path.join(BIN, "shimmy-pub")
-SUB = os.path.join(BIN, "shimmy-sub")
+import shmbase  # noqa: E402
+from shmbase import PUB, SUB, ShmCase  # noqa: E402
 
 # Publishers ask for the smallest log class (64 KiB ring): a few hundred
 # records fill it, so the writer is really held back.
 SMALL_LOG = dict(os.environ, SHIMMY_SHM_LOG_CLASS="0")
-
-
-def tools_missing():
-    return (not all(os.access(p, os.X_OK) for p in (PUB, SUB))
-            or not shutil.which("mosquitto_sub"))
-
-
-def devshm():
-    try:
-        return sorted(os.listdir("/dev/shm"))
-    except OSError:
-        return []
 
 
 def stats_of(stderr, key):
@@ -57,40 +40,12 @@ def stats_of(stderr, key):
     return int(words[words.index(key) + 1])
 
 
-class QosBase(unittest.TestCase):
+class QosBase(ShmCase):
     TIMEOUT_MS = 20000
 
     @classmethod
-    def setUpClass(cls):
-        cls.devshm_before = devshm()
-        conf = "sys_interval 1\nshimmy_shm_reader_timeout %d\n" % cls.TIMEOUT_MS
-        cls.broker = harness.Broker(conf, unix=True, name=cls.__name__).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.broker.alive():
-            cls.broker.stop(check=True)
-        assert devshm() == cls.devshm_before, (cls.devshm_before, devshm())
-
-    def setUp(self):
-        self.procs = []
-
-    def tearDown(self):
-        for p in self.procs:
-            if p.poll() is None:
-                try:
-                    p.send_signal(signal.SIGCONT)
-                except OSError:
-                    pass
-                p.kill()
-                p.wait()
-            for f in (p.stdin, p.stdout, p.stderr):
-                if f:
-                    try:
-                        f.close()
-                    except OSError:
-                        pass
-        self.assertTrue(self.broker.alive(), "broker died\n" + self.broker.log()[-5000:])
+    def conf(cls):
+        return "sys_interval 1\nshimmy_shm_reader_timeout %d\n" % cls.TIMEOUT_MS
 
     # -- helpers --------------------------------------------------------
     def spawn(self, argv, stdin=False, env=None):
@@ -146,11 +101,6 @@ class QosBase(unittest.TestCase):
         self.assertEqual(p.returncode, 0, "rc %d: %s" % (p.returncode, err.decode()))
         return out.decode().splitlines(), err.decode()
 
-    def sys(self, topic):
-        """A $SYS value, as published at the next interval."""
-        out = subprocess.run(["mosquitto_sub", "-p", str(self.broker.port), "-t", topic,
-                              "-C", "1", "-W", "5"], capture_output=True, timeout=10)
-        return int(out.stdout.decode().split()[0])
 
 
 def payloads(n, width=100):
@@ -282,7 +232,4 @@ class TestKilledReader(QosBase):
 
 
 if __name__ == "__main__":
-    if tools_missing():
-        print("SKIP: shimmy tools (SHIMMY_BIN) or mosquitto clients missing")
-        sys.exit(77)
-    harness.main()
+    shmbase.main()

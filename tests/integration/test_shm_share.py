@@ -13,32 +13,15 @@ Needs SHIMMY_BIN (shimmy-pub, shimmy-sub) and mosquitto_sub; skips (77)
 without them.
 """
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
-
-BIN = os.environ.get("SHIMMY_BIN", "")
-PUB = os.path.join(BIN, "shimmy-pub")
-SUB = os.path.join(BIN, "shimmy-sub")
-
-
-def tools_missing():
-    return (not all(os.access(p, os.X_OK) for p in (PUB, SUB))
-            or not shutil.which("mosquitto_sub"))
-
-
-def devshm():
-    try:
-        return sorted(os.listdir("/dev/shm"))
-    except OSError:
-        return []
+import shmbase  # noqa: E402
+from shmbase import PUB, SUB, ShmCase  # noqa: E402
 
 
 class Member:
@@ -88,35 +71,15 @@ class Member:
                 pass
 
 
-class ShareBase(unittest.TestCase):
-    CONF = "sys_interval 1\n"
-
-    @classmethod
-    def setUpClass(cls):
-        cls.devshm_before = devshm()
-        cls.broker = harness.Broker(cls.CONF, unix=True, name=cls.__name__).start()
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.broker.alive():
-            cls.broker.stop(check=True)
-        assert devshm() == cls.devshm_before, (cls.devshm_before, devshm())
-
+class ShareBase(ShmCase):
     def setUp(self):
+        super().setUp()
         self.members = []
-        self.procs = []
 
     def tearDown(self):
         for m in self.members:
             m.cleanup()
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-            for f in (p.stdin, p.stderr):
-                if f:
-                    f.close()
-        self.assertTrue(self.broker.alive(), "broker died\n" + self.broker.log()[-5000:])
+        super().tearDown()
 
     # -- helpers --------------------------------------------------------
     def shm_member(self, *filters, extra=()):
@@ -171,10 +134,6 @@ class ShareBase(unittest.TestCase):
         time.sleep(0.5)
         return sum(len(m.lines()) for m in members)
 
-    def sys(self, topic):
-        out = subprocess.run(["mosquitto_sub", "-p", str(self.broker.port), "-t", topic,
-                              "-C", "1", "-W", "5"], capture_output=True, timeout=10)
-        return int(out.stdout.decode().split()[0])
 
     def counters(self):
         time.sleep(1.2)  # the next $SYS interval
@@ -395,7 +354,4 @@ class TestMixedGroups(ShareBase):
 
 
 if __name__ == "__main__":
-    if tools_missing():
-        print("SKIP: shimmy tools (SHIMMY_BIN) or mosquitto clients missing")
-        sys.exit(77)
-    harness.main()
+    shmbase.main()
