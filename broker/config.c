@@ -55,6 +55,7 @@ void config_defaults(broker_cfg *cfg)
 	cfg->upgrade_outgoing_qos = false;
 	cfg->message_size_limit = 0;
 	cfg->queue_qos0_messages = false;
+	cfg->adaptive_poll_us = 50;
 	cfg->log_mask = LOG_DEFAULT;
 	cfg->log_timestamp = true;
 	cfg->verbose = false;
@@ -420,6 +421,12 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 		if ((rc = arg_int(log, pos, ln, 0, 1000000, &v)) < 0)
 			return rc;
 		cfg->busy_poll_us = (uint32_t)v;
+		return 0;
+	}
+	if (strcmp(k, "shimmy_adaptive_poll_us") == 0) {
+		if ((rc = arg_int(log, pos, ln, 0, 10000, &v)) < 0)
+			return rc;
+		cfg->adaptive_poll_us = (uint32_t)v;
 		return 0;
 	}
 	if (strcmp(k, "shimmy_threads") == 0) {

@@ -66,6 +66,7 @@ typedef struct broker_cfg {
 	bool queue_qos0_messages;        /* default false, as mosquitto */
 
 	uint32_t busy_poll_us;           /* shimmy_busy_poll_us; 0 = always sleep */
+	uint32_t adaptive_poll_us;       /* shimmy_adaptive_poll_us; 0 = off; default 50 */
 	uint32_t threads;                /* shimmy_threads; 0 = one per online core (default) */
 
 	unsigned log_mask;               /* log_type bits; default LOG_DEFAULT */

@@ -177,6 +177,8 @@ typedef struct srv_loop {
 	size_t rbuf_cap;
 	size_t linger_count;
 	uint64_t last_event_us; /* busy polling */
+	uint32_t poll_us;	/* adaptive polling window, 0..adaptive_poll_us */
+	bool polling;		/* the last turn polled instead of sleeping */
 	uint64_t kick_mask;	/* loops this one must wake when it unlocks */
 	/* Guarded by the core lock. */
 	srv_conn *fq_head, *fq_tail;
@@ -1318,10 +1320,15 @@ static int loop_run(srv_loop *loop)
 	bool first = loop->idx == 0;
 	struct epoll_event evs[SRV_MAX_EVENTS];
 	int err = 0;
-	/* Busy polling: for shimmy_busy_poll_us after the last event, poll
-	 * without sleeping, so a message arriving then costs no scheduler
-	 * wake-up (several microseconds on a VM). Off by default: it burns
-	 * a core while traffic flows. */
+	/* Polling instead of sleeping, so that a message arriving soon
+	 * costs no scheduler wake-up (several microseconds on a VM):
+	 *  - shimmy_busy_poll_us N: poll for N us after every event (burns
+	 *    a core while traffic flows; off by default);
+	 *  - shimmy_adaptive_poll_us M (default 50): like KVM's halt
+	 *    polling, the window adapts between 0 and M. A blocking sleep
+	 *    that ended within M doubles it (request/response traffic:
+	 *    the next message comes soon); a window polled through without
+	 *    an event halves it. Traffic with gaps above M never polls. */
 	loop_lock(loop);
 	while (!s->stop) {
 		loop_adopt_inbox(loop);
@@ -1334,8 +1341,15 @@ static int loop_run(srv_loop *loop)
 		if (first && (broker_shm_arm(s->b) || s->shm_more))
 			timeout = 0;
 		uint32_t spin_us = s->cfg->busy_poll_us;
-		if (spin_us && mono_us() - loop->last_event_us < spin_us)
+		uint32_t adapt_max = s->cfg->adaptive_poll_us;
+		uint32_t win = spin_us ? spin_us : loop->poll_us;
+		uint64_t now_us = mono_us();
+		bool poll = win && now_us - loop->last_event_us < win;
+		if (poll)
 			timeout = 0;
+		else if (loop->polling && !spin_us)
+			loop->poll_us /= 2; /* polled a whole window for nothing */
+		loop->polling = poll;
 		if (loop->fq_head || loop->inbox)
 			timeout = 0;
 		loop->sleeping = timeout != 0;
@@ -1346,8 +1360,15 @@ static int loop_run(srv_loop *loop)
 		loop->sleeping = false;
 		if (first)
 			broker_shm_disarm(s->b);
-		if (n > 0 && spin_us)
-			loop->last_event_us = mono_us();
+		if (n > 0) {
+			uint64_t t = mono_us();
+			if (timeout != 0 && !spin_us && adapt_max &&
+			    t - now_us < adapt_max) {
+				uint32_t w = loop->poll_us ? loop->poll_us * 2 : 8;
+				loop->poll_us = w > adapt_max ? adapt_max : w;
+			}
+			loop->last_event_us = t;
+		}
 		if (n < 0) {
 			if (werr == EINTR)
 				continue;

@@ -89,7 +89,8 @@ class TestProcess(unittest.TestCase):
     @unittest.skipIf(h.is_mosquitto(), "shimmy_* keys are Shimmy's")
     def test_invalid_shimmy_values(self):
         for line in ("shimmy_threads -1", "shimmy_threads 65", "shimmy_threads two",
-                     "shimmy_busy_poll_us -5"):
+                     "shimmy_busy_poll_us -5", "shimmy_adaptive_poll_us -1",
+                     "shimmy_adaptive_poll_us 20000"):
             with self.subTest(line=line):
                 self._bad_value(line)
 
