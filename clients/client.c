@@ -1137,6 +1137,64 @@ static int shm_room_wait(shimmy_client *c, uint64_t deadline)
 	return 0;
 }
 
+/* One try at an shm log operation on topic; slice_ns is how long it may
+ * wait in the ring for room (0: not at all). */
+typedef int (*shm_try_fn)(shimmy_client *c, const char *topic, size_t tlen,
+			  uint64_t slice_ns, void *arg);
+
+/*
+ * Runs try on topic's log; while the log is reliable and full, waits for
+ * room (shm_room_wait, bounded by shimmy_opts_set_shm_wait_ms) and tries
+ * again. Returns try's result, or SHIMMY_ERR_TIMEOUT. Lock held.
+ */
+static int shm_try_room(shimmy_client *c, const char *topic, shm_try_fn try,
+			void *arg)
+{
+	size_t tlen = strlen(topic);
+	uint64_t deadline = 0;
+	for (;;) {
+		bool rel = cshm_log_reliable(c->shm, topic, tlen);
+		int rc = try(c, topic, tlen, rel ? SHM_ROOM_SLICE_NS : 0, arg);
+		if (!rel || (rc != -EAGAIN && rc != -ETIMEDOUT))
+			return rc;
+		if (!deadline)
+			deadline = shm_wait_deadline(c);
+		rc = shm_room_wait(c, deadline);
+		if (rc)
+			return rc;
+	}
+}
+
+/* shimmy_publish()'s try: a copying publish into the log. */
+typedef struct shm_pub_arg {
+	const uint8_t *props;
+	size_t props_len;
+	const void *payload;
+	size_t len;
+	int qos;
+} shm_pub_arg;
+
+static int shm_try_publish(shimmy_client *c, const char *topic, size_t tlen,
+			   uint64_t slice_ns, void *arg)
+{
+	const shm_pub_arg *a = arg;
+	return cshm_publish_qos(c->shm, topic, tlen, a->props, a->props_len,
+				a->payload, a->len, a->qos, slice_ns);
+}
+
+/* shimmy_loan_props()'s try: a loan of len payload bytes in the log. */
+typedef struct shm_loan_arg {
+	size_t len;
+	void *p;
+} shm_loan_arg;
+
+static int shm_try_loan(shimmy_client *c, const char *topic, size_t tlen,
+			uint64_t slice_ns, void *arg)
+{
+	shm_loan_arg *a = arg;
+	return cshm_loan_wait(c->shm, topic, tlen, a->len, slice_ns, &a->p);
+}
+
 /* Encodes props as the bare block a log record carries (no length VBI)
  * into *buf (malloc'ed, caller frees). Returns its length. */
 static size_t props_block(const shimmy_props *props, uint8_t **buf)
@@ -1167,22 +1225,10 @@ int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 	if (shm_route(c, topic, qos, flags)) {
 		uint8_t *pb = NULL;
 		size_t pl = props ? props_block(props, &pb) : 0;
-		size_t tlen = strlen(topic);
-		uint64_t deadline = 0;
 		/* A reliable log holds us back until its slowest reader makes
 		 * room: bounded (shm_wait_ms), then SHIMMY_ERR_TIMEOUT. */
-		for (;;) {
-			bool rel = cshm_log_reliable(c->shm, topic, tlen);
-			rc = cshm_publish_qos(c->shm, topic, tlen, pb, pl, payload, len, qos,
-					      rel ? SHM_ROOM_SLICE_NS : 0);
-			if (!rel || (rc != -EAGAIN && rc != -ETIMEDOUT))
-				break;
-			if (!deadline)
-				deadline = shm_wait_deadline(c);
-			rc = shm_room_wait(c, deadline);
-			if (rc)
-				break;
-		}
+		shm_pub_arg a = { pb, pl, payload, len, qos };
+		rc = shm_try_room(c, topic, shm_try_publish, &a);
 		free(pb);
 		if (rc == 0) {
 			c->stats[SHIMMY_STAT_TX_MSGS]++;
@@ -1222,24 +1268,11 @@ int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
 	 * into a lossy log, the bytes are copied into an MQTT PUBLISH
 	 * instead. A full reliable log is waited for as by shimmy_publish(). */
 	if (!props && shm_route(c, topic, 0, 0)) {
-		void *p = NULL;
-		size_t tlen = strlen(topic);
-		uint64_t deadline = 0;
-		for (;;) {
-			bool rel = cshm_log_reliable(c->shm, topic, tlen);
-			rc = cshm_loan_wait(c->shm, topic, tlen, len,
-					    rel ? SHM_ROOM_SLICE_NS : 0, &p);
-			if (!rel || (rc != -EAGAIN && rc != -ETIMEDOUT))
-				break;
-			if (!deadline)
-				deadline = shm_wait_deadline(c);
-			rc = shm_room_wait(c, deadline);
-			if (rc)
-				break;
-		}
+		shm_loan_arg a = { len, NULL };
+		rc = shm_try_room(c, topic, shm_try_loan, &a);
 		if (rc == 0 || rc == SHIMMY_ERR_TIMEOUT) {
 			pthread_mutex_unlock(&c->mu);
-			*buf = rc == 0 ? p : NULL;
+			*buf = rc == 0 ? a.p : NULL;
 			return rc;
 		}
 	}
