@@ -16,15 +16,23 @@
  *    loopback TCP connection to the parent, which reads 1 MiB at a time:
  *    the ceiling of one TCP hop here. A broker's path (publisher ->
  *    broker -> subscriber) is two such hops in series, four copies.
+ *  - tcp_relay_100KB: the same stream through a third process that reads
+ *    1 MiB at a time and writes it on: the ceiling of any broker that
+ *    moves payloads through its own memory (four copies, no protocol).
+ *  - tcp_splice_relay_100KB: the relay moves the bytes with splice()
+ *    (socket -> pipe -> socket, no copy in the relay): the ceiling of a
+ *    broker that never touches payload bytes (two copies, the clients').
  * The two processes are pinned to CPUs 0 and 1 when there are two.
  * Prints a table, then the same as CSV (also to --csv FILE).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -268,6 +276,148 @@ out:
 	return r;
 }
 
+/* A loopback TCP listener on an ephemeral port; its address in *sa. */
+static int tcp_listen(struct sockaddr_in *sa)
+{
+	socklen_t sl = sizeof(*sa);
+	*sa = (struct sockaddr_in){ .sin_family = AF_INET,
+				    .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (ls < 0)
+		return -1;
+	if (bind(ls, (struct sockaddr *)sa, sizeof(*sa)) < 0 ||
+	    listen(ls, 1) < 0 ||
+	    getsockname(ls, (struct sockaddr *)sa, &sl) < 0) {
+		close(ls);
+		return -1;
+	}
+	return ls;
+}
+
+static int tcp_connect(const struct sockaddr_in *sa)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) < 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len) {
+		ssize_t w = write(fd, p, len);
+		if (w <= 0)
+			return -1;
+		p += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* The relay process: forwards everything from in to out until EOF, with
+ * read/write through a buffer, or with splice through a pipe. */
+static void relay_main(int in, int out, bool use_splice)
+{
+	if (!use_splice) {
+		uint8_t *buf = malloc(1u << 20);
+		ssize_t n;
+		while (buf && (n = read(in, buf, 1u << 20)) > 0)
+			if (write_all(out, buf, (size_t)n) < 0)
+				_exit(1);
+		_exit(buf ? 0 : 1);
+	}
+	int p[2];
+	if (pipe(p) < 0)
+		_exit(1);
+	fcntl(p[1], F_SETPIPE_SZ, 1 << 20); /* best effort */
+	for (;;) {
+		ssize_t n = splice(in, NULL, p[1], NULL, 1u << 20,
+				   SPLICE_F_MOVE | SPLICE_F_MORE);
+		if (n == 0)
+			_exit(0);
+		if (n < 0)
+			_exit(1);
+		while (n > 0) {
+			ssize_t w = splice(p[0], NULL, out, NULL, (size_t)n,
+					   SPLICE_F_MOVE | SPLICE_F_MORE);
+			if (w <= 0)
+				_exit(1);
+			n -= w;
+		}
+	}
+}
+
+/* count writes of len bytes: writer -> relay -> this process (the
+ * reader), each hop its own loopback TCP connection. No pinning: three
+ * processes share the CPUs, as publisher, broker and subscriber do. */
+static result run_relay(const char *name, size_t len, uint64_t count,
+			bool use_splice)
+{
+	result r = { name, 0, -1, -1, -1, -1 };
+	struct sockaddr_in sa_in, sa_out;
+	int ls_in = tcp_listen(&sa_in), ls_out = tcp_listen(&sa_out);
+	pid_t relay = -1, writer = -1;
+	uint8_t *buf = NULL;
+	if (ls_in < 0 || ls_out < 0)
+		goto out;
+	relay = fork();
+	if (relay == 0) {
+		int out = tcp_connect(&sa_out);
+		int in = out < 0 ? -1 : accept(ls_in, NULL, NULL);
+		if (in < 0)
+			_exit(1);
+		relay_main(in, out, use_splice);
+	}
+	writer = relay < 0 ? -1 : fork();
+	if (writer == 0) {
+		int fd = tcp_connect(&sa_in);
+		uint8_t *src = malloc(len);
+		if (fd < 0 || !src)
+			_exit(1);
+		memset(src, 0x5a, len);
+		for (uint64_t i = 0; i < count; i++)
+			if (write_all(fd, src, len) < 0)
+				_exit(1);
+		_exit(0);
+	}
+	if (writer < 0)
+		goto out;
+	int fd = accept(ls_out, NULL, NULL);
+	buf = malloc(1u << 20);
+	uint64_t got = 0, t0 = 0;
+	if (fd >= 0 && buf) {
+		ssize_t n;
+		while ((n = read(fd, buf, 1u << 20)) > 0) {
+			if (!t0)
+				t0 = proc_now_ns();
+			got += (uint64_t)n;
+		}
+		uint64_t t1 = proc_now_ns();
+		if (got == len * count && t1 > t0) {
+			r.iters = count;
+			r.gb_per_s = (double)got / (double)(t1 - t0);
+		}
+	}
+	if (fd >= 0)
+		close(fd);
+out:
+	if (relay > 0) {
+		if (writer < 0)
+			kill(relay, SIGKILL);
+		waitpid(relay, NULL, 0);
+	}
+	if (writer > 0)
+		waitpid(writer, NULL, 0);
+	free(buf);
+	if (ls_in >= 0)
+		close(ls_in);
+	if (ls_out >= 0)
+		close(ls_out);
+	return r;
+}
+
 static result run_clock(uint64_t samples)
 {
 	histo h;
@@ -332,7 +482,7 @@ int main(int argc, char **argv)
 		iters = 100;
 	uint64_t small = iters / 100 < 10 ? 10 : iters / 100;
 
-	enum { NR = 6 };
+	enum { NR = 8 };
 	result r[NR];
 	r[0] = run_clock(small);
 	int rc = run_ipc(iters, small, &r[1], &r[2]);
@@ -343,6 +493,8 @@ int main(int argc, char **argv)
 	r[3] = run_memcpy("memcpy_16B", 16, 1000, small * 10);
 	r[4] = run_memcpy("memcpy_100KB", 100 * 1024, 1, small * 10);
 	r[5] = run_tcp("tcp_loopback_100KB", 100 * 1024, small * 10);
+	r[6] = run_relay("tcp_relay_100KB", 100 * 1024, small * 10, false);
+	r[7] = run_relay("tcp_splice_relay_100KB", 100 * 1024, small * 10, true);
 
 	printf("%-24s %10s %10s %10s %8s %10s\n", "test", "p50_ns", "p99_ns",
 	       "mean_ns", "GB/s", "iters");

@@ -146,16 +146,26 @@ END {
 			printf "%-18s lost: shimmy %d, mosquitto %d\n", "", lost[sc, "shimmy"], lost[sc, "mosquitto"]
 	}
 }' "$CSV"
-# The 100 KB TCP row next to its ceiling: one loopback TCP stream between
-# two processes (shimmy-hwlimits). A broker's path is two such hops in
-# series, so end-to-end MB/s stays below this whatever the broker does.
+# The 100 KB TCP row next to its ceilings (shimmy-hwlimits, same run): one
+# loopback TCP stream between two processes, and the same stream through a
+# bare relay process (read/write through a buffer, and splice() with no
+# copy in the relay). A broker's path is the relay's, plus the protocol, so
+# its MB/s stays below the relay rows whatever it does.
 awk -F, -v hw="bench/results/$STAMP-hwlimits.csv" '
-BEGIN { while ((getline l < hw) > 0) { split(l, f, ","); if (f[1] == "tcp_loopback_100KB") tcp = f[5] * 1000 } }
+BEGIN {
+	while ((getline l < hw) > 0) { split(l, f, ","); gbs[f[1]] = f[5] * 1000 }
+	names[1] = "tcp_loopback_100KB"; label[1] = "ceiling: 1 hop"; what[1] = "(one loopback TCP stream)"
+	names[2] = "tcp_relay_100KB"; label[2] = "ceiling: relay"; what[2] = "(pub -> read/write relay -> sub)"
+	names[3] = "tcp_splice_relay_100KB"; label[3] = "ceiling: splice"; what[3] = "(pub -> splice relay -> sub)"
+}
 $3 == "100KB_1to1" && $1 == "mosquitto" { mq = $9 }
 END {
-	if (tcp > 0)
-		printf "%-18s %-18s %14.0f %14s %10s (one loopback TCP stream; 5x mosquitto = %.0f MB/s)\n",
-			"", "TCP ceiling MB/s", tcp, "", (mq > 0 ? sprintf("%.2fx", tcp / mq) : "-"), 5 * mq
+	for (i = 1; i <= 3; i++)
+		if (gbs[names[i]] > 0)
+			printf "%-18s %-18s %14.0f %14s %10s %s\n", "", label[i] " MB/s", gbs[names[i]], "",
+				(mq > 0 ? sprintf("%.2fx", gbs[names[i]] / mq) : "-"), what[i]
+	if (mq > 0)
+		printf "%-18s %-18s %14.0f %14s %10s %s\n", "", "target MB/s", 5 * mq, "", "5.00x", "(5x mosquitto)"
 }' "$CSV"
 echo
 echo "shared-memory path (shimmy-bench --transport shm; targets: >= 200x mosquitto TCP msgs/s, p50 <= 3x ping-pong half-RTT, >= 5 GB/s):"
@@ -181,7 +191,7 @@ END {
 }' "$CSV"
 echo
 echo "hardware limits (shimmy-hwlimits):"
-sed -n '1,7p' "$TMP/hw.txt"
+sed -n '1,9p' "$TMP/hw.txt"
 echo
 echo "results: $CSV, bench/results/$STAMP-hwlimits.csv"
 if [ -s "$TMP/bench.err" ] && grep -q "failed\|error" "$TMP/bench.err"; then
