@@ -117,8 +117,9 @@ static void sub_on_msg(const shimmy_msg *m, void *arg)
 /* Latency mode busy-polls: shimmy_recv_batch(timeout 0) makes no syscall
  * while the logs have data. Load mode spins (shimmy_shm_spin_us, or
  * SHIMMY_SHM_SPIN_US), then sleeps on the doorbell, so that it leaves the
- * CPU to the publisher on a small machine. Progress is published once per
- * batch. */
+ * CPU to the publisher on a small machine; in a stream it holds off
+ * between batches (SHIMMY_SHM_HOLDOFF_NS, docs/shm-protocol.md §8).
+ * Progress is published once per batch. */
 static void *sub_main(void *arg)
 {
 	sworker *w = arg;

@@ -3246,7 +3246,7 @@ void broker_sys_publish(broker *b, uint64_t now_ms)
 			{ "$SYS/broker/shm/segment bytes", st.segment_bytes },
 			{ "$SYS/broker/shm/messages/routed", st.routed },
 			{ "$SYS/broker/shm/messages/inbound", st.inbound },
-			{ "$SYS/broker/shm/messages/lost", st.inbound_lost },
+			{ "$SYS/broker/shm/messages/lost", st.lost },
 			{ "$SYS/broker/shm/logs dropped", st.dropped_logs },
 			{ "$SYS/broker/shm/readers cut", st.readers_cut },
 			{ "$SYS/broker/shm/shares", st.shares },

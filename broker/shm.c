@@ -57,6 +57,9 @@
 #define SHM_READERS SHIMMY_RING_READERS
 /* Offset of a reader slot's cumulative `lost` counter. */
 #define SHM_SLOT_LOST_OFF 136u
+/* A reader's own `lost` counts for at most this much in $SYS (a hostile
+ * reader could write anything there; the sum must not wrap). */
+#define SHM_SLOT_LOST_MAX (1ull << 48)
 
 typedef struct shm_log shm_log;
 typedef struct shm_att shm_att;
@@ -111,6 +114,7 @@ struct shm_broker {
 	shm_client *clients;
 	shm_log *logs;
 	uint64_t next_id;
+	uint64_t lost_gone;      /* `lost` of readers since freed */
 
 	shimmy_seg bell;         /* the broker's own doorbell */
 	shimmy_bell *b;
@@ -218,9 +222,23 @@ static void idx_free(shm_log *lg, uint32_t idx)
 
 /* Unlinks att from its log and client lists, frees its table entry and
  * its slot. The caller tells the writer (READER_DROP) if it must. */
+/* The messages reader a says it lost (its slot's counter, clamped). */
+static uint64_t att_lost(const shm_att *a)
+{
+	size_t slen;
+	const uint8_t *slot = shimmy_seg_body(&a->slot, &slen);
+	if (!slot || slen < SHM_SLOT_LOST_OFF + sizeof(uint64_t))
+		return 0;
+	/* Written by the reader's process at any moment: one atomic load. */
+	uint64_t v = __atomic_load_n((const uint64_t *)(slot + SHM_SLOT_LOST_OFF),
+				     __ATOMIC_RELAXED);
+	return v > SHM_SLOT_LOST_MAX ? SHM_SLOT_LOST_MAX : v;
+}
+
 static void att_free(shm_broker *sb, shm_att *a)
 {
 	shm_log *lg = a->log;
+	sb->lost_gone += att_lost(a);
 	size_t len;
 	void *mem = seg_body_len(&lg->seg, &len);
 	shimmy_ring_slot_set(mem, len, a->idx, SHIMMY_RING_SLOT_FREE, 0);
@@ -303,6 +321,8 @@ static shm_att *att_new(shm_broker *sb, shm_log *lg, shm_client *cl,
 		a->next_in_cl = cl->atts;
 		cl->atts = a;
 	}
+	if (!lg->inbound)
+		sb->st.attachments++; /* att_free() counts it down */
 	return a;
 
 out_reader:
@@ -319,49 +339,56 @@ out_free:
 
 /* READER_ADD: the writer of lg (its publisher) tracks table entry idx
  * with the page `slot` (a reader slot or a share page, read-only) and
- * rings `bell` on commit. */
-static void tell_track(shm_broker *sb, shm_log *lg, uint32_t idx, uint64_t gen,
-		       const shimmy_seg *slot, const shimmy_seg *bell)
+ * rings `bell` on commit. Returns 0 (also when lg has no publisher left)
+ * or a negative error: a reliable writer then waits for the ATTACHED
+ * entry for good (§6), so the caller undoes the attachment. */
+static int tell_track(shm_broker *sb, shm_log *lg, uint32_t idx, uint64_t gen,
+		      const shimmy_seg *slot, const shimmy_seg *bell)
 {
 	if (!lg->owner)
-		return;
+		return 0;
 	int fds[2] = { shimmy_seg_open_ro(slot), dup_fd(bell->fd) };
 	if (fds[0] < 0 || fds[1] < 0) {
+		int rc = fds[0] < 0 ? fds[0] : fds[1];
 		if (fds[0] >= 0)
 			close(fds[0]);
 		if (fds[1] >= 0)
 			close(fds[1]);
-		return;
+		return rc;
 	}
 	/* req_id: before LOG_GRANT, tells which LOG_CREATE it is for. */
 	shimmy_ctl m = { .type = SHIMMY_CTL_READER_ADD, .log_id = lg->id,
 			 .idx = idx, .gen = gen, .req_id = lg->req_id };
-	ctl_send(sb, lg->owner, &m, fds, 2);
+	return ctl_send(sb, lg->owner, &m, fds, 2);
 }
 
 /* Gives the writer of lg (its publisher) the new reader's slot and bell. */
-static void tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
-		     const shimmy_seg *bell)
+static int tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
+		    const shimmy_seg *bell)
 {
-	tell_track(sb, lg, a->idx, a->gen, &a->slot, bell);
+	return tell_track(sb, lg, a->idx, a->gen, &a->slot, bell);
 }
 
-/* Attaches client cl to publisher log lg: LOG_ATTACH to cl, READER_ADD
- * to the publisher. */
+/* Attaches client cl to publisher log lg: READER_ADD to the publisher,
+ * then LOG_ATTACH to cl. */
 static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 			  unsigned ring_flags)
 {
 	shm_att *a = att_new(sb, lg, cl, ring_flags);
 	if (!a)
 		return;
+	/* The writer first: it waits for an ATTACHED entry it cannot track. */
+	if (tell_add(sb, lg, a, &cl->bell) < 0) {
+		att_free(sb, a);
+		return;
+	}
 	int fds[2] = { shimmy_seg_open_ro(&lg->seg), dup_fd(a->slot.fd) };
 	if (fds[0] < 0 || fds[1] < 0) {
 		if (fds[0] >= 0)
 			close(fds[0]);
 		if (fds[1] >= 0)
 			close(fds[1]);
-		att_free(sb, a);
-		return;
+		goto out_drop;
 	}
 	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_ATTACH, .log_id = lg->id,
 			 .idx = a->idx, .gen = a->gen,
@@ -370,12 +397,14 @@ static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 					   : 0) |
 				  (lg->reliable ? SHIMMY_CTL_F_RELIABLE : 0),
 			 .topic = lg->topic, .topic_len = lg->topic_len };
-	if (ctl_send(sb, cl, &m, fds, 2) < 0) {
-		att_free(sb, a);
-		return;
-	}
-	sb->st.attachments++;
-	tell_add(sb, lg, a, &cl->bell);
+	if (ctl_send(sb, cl, &m, fds, 2) < 0)
+		goto out_drop;
+	return;
+
+out_drop:;
+	uint32_t idx = a->idx;
+	att_free(sb, a);
+	tell_drop(sb, lg, idx);
 }
 
 /* Starts the broker's own reader of lg. */
@@ -386,9 +415,11 @@ static void attach_broker(shm_broker *sb, shm_log *lg, unsigned ring_flags)
 	shm_att *a = att_new(sb, lg, NULL, ring_flags);
 	if (!a)
 		return;
+	if (tell_add(sb, lg, a, &sb->bell) < 0) {
+		att_free(sb, a);
+		return;
+	}
 	lg->brd = a;
-	sb->st.attachments++;
-	tell_add(sb, lg, a, &sb->bell);
 }
 
 static shm_att *find_att(const shm_client *cl, const shm_log *lg)
@@ -439,6 +470,10 @@ struct shm_share {
 	shimmy_share_member *h;  /* the broker's handle: its claims, loss */
 	bool claiming;           /* the broker claims for its members */
 	uint32_t claim_wake;     /* the broker's wake entry while claiming */
+	bool cut;                /* stuck, cut loose: entry FREE until the
+				  * cursor moves again (share_tick) */
+	uint64_t cut_pos;        /* the cursor when it was cut */
+	shimmy_tether tether;    /* reliable logs: stuck-cursor clock */
 	bool seen;               /* share_sync() scratch */
 	shm_memb *membs;
 	shm_share *next;         /* log->shares */
@@ -520,12 +555,15 @@ static shm_share *share_new(shm_broker *sb, shm_log *lg, const char *filter,
 	if (shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_ATTACHED,
 				 sh->gen) != 0)
 		goto out_h;
+	if (tell_track(sb, lg, sh->idx, sh->gen, &sh->page, &sh->bell) < 0)
+		goto out_entry;
 	sh->next = lg->shares;
 	lg->shares = sh;
 	sb->st.shares++;
-	tell_track(sb, lg, sh->idx, sh->gen, &sh->page, &sh->bell);
 	return sh;
 
+out_entry:
+	shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_FREE, 0);
 out_h:
 	shimmy_share_member_destroy(sh->h);
 out_bell:
@@ -1028,6 +1066,61 @@ static void att_cut(shm_broker *sb, shm_att *a)
 	tell_drop(sb, lg, a->idx);
 }
 
+/*
+ * The stuck-reader rule for a group (§7): the page of a reliable log whose
+ * claim cursor is stuck (tether.h; every member stopped, none claiming) is
+ * cut loose: its entry becomes FREE, the writer gets READER_DROP and stops
+ * waiting for it, `readers cut` + 1. Members are not told: they go on
+ * claiming from the same page as from a lossy log (lapped: resync), and
+ * what they miss is counted as the group's loss. The first time the
+ * cursor has moved since (a member claims again), the page is tethered
+ * anew, as a cut reader is attached anew: cursor moved up to the tail, a
+ * new gen, ATTACHED, READER_ADD. One cursor throughout, so no message is
+ * claimed twice.
+ */
+static void share_tick(shm_broker *sb, shm_share *sh, uint64_t now_ms)
+{
+	shm_log *lg = sh->log;
+	size_t len, plen;
+	void *mem = seg_body_len(&lg->seg, &len);
+	void *page = seg_body_len(&sh->page, &plen);
+	uint64_t pos, tail;
+	/* A member may scribble on the page: then it shows no position (the
+	 * writer ignores it too) and only its own group suffers. */
+	if (shimmy_tether_read(mem, len, page, plen, sh->gen, &pos, &tail) != 0)
+		return;
+	if (!sh->cut) {
+		if (!shimmy_tether_check(&sh->tether, pos, tail, lg->cap, now_ms,
+					 sb->lim.reader_timeout_ms))
+			return;
+		shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_FREE, 0);
+		tell_drop(sb, lg, sh->idx);
+		sh->cut = true;
+		sh->cut_pos = pos;
+		sb->st.readers_cut++;
+		return;
+	}
+	if (pos == sh->cut_pos)
+		return; /* still nobody claiming */
+	uint64_t gen = lg->gen_next + 1;
+	if (shimmy_tether_seed(mem, len, page, plen, gen,
+			       SHIMMY_RING_FROM_TAIL) != 0)
+		return;
+	lg->gen_next = gen;
+	sh->gen = gen;
+	sh->cut_pos = pos;
+	if (shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_ATTACHED,
+				 gen) != 0)
+		return;
+	if (tell_track(sb, lg, sh->idx, gen, &sh->page, &sh->bell) < 0) {
+		/* Stays cut; tried again once the cursor moves. */
+		shimmy_ring_slot_set(mem, len, sh->idx, SHIMMY_RING_SLOT_FREE, 0);
+		return;
+	}
+	sh->cut = false;
+	sh->tether = (shimmy_tether){ 0 };
+}
+
 void shm_broker_tick(shm_broker *sb, uint64_t now_ms)
 {
 	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
@@ -1049,6 +1142,8 @@ void shm_broker_tick(shm_broker *sb, uint64_t now_ms)
 						sb->lim.reader_timeout_ms))
 				att_cut(sb, a);
 		}
+		for (shm_share *sh = lg->shares; sh; sh = sh->next)
+			share_tick(sb, sh, now_ms);
 	}
 }
 
@@ -1207,8 +1302,8 @@ shm_client *shm_client_open(shm_broker *sb, void *conn)
 			size_t slen;
 			void *smem = seg_body_len(&a->slot, &slen);
 			shimmy_bell *bell = shimmy_bell_at(bmem, blen);
-			shimmy_ring_writer_track(lg->w, a->idx, smem, slen,
-						 bell);
+			shimmy_ring_writer_track(lg->w, a->idx, a->gen, smem,
+						 slen, bell);
 		}
 		if (a && fds[0] >= 0 && fds[1] >= 0) {
 			shimmy_ctl im = { .type = SHIMMY_CTL_LOG_ATTACH,
@@ -1439,20 +1534,16 @@ int shm_broker_fd(const shm_broker *sb)
 void shm_broker_stats(const shm_broker *sb, shm_stats *out)
 {
 	*out = sb->st;
-	uint64_t lost = 0;
+	uint64_t lost = sb->lost_gone;
+	for (const shm_log *lg = sb->logs; lg; lg = lg->next)
+		for (const shm_att *a = lg->atts; a; a = a->next_in_log)
+			lost += att_lost(a);
 	for (const shm_client *cl = sb->clients; cl; cl = cl->next) {
 		if (!cl->inbound)
 			continue;
-		for (const shm_att *a = cl->inbound->atts; a; a = a->next_in_log) {
-			size_t slen;
-			const uint8_t *slot = shimmy_seg_body(&a->slot, &slen);
-			uint64_t v;
-			/* The reader's own counter (slot offset 136,
-			 * docs/shm-protocol.md §4): advisory. */
-			memcpy(&v, slot + SHM_SLOT_LOST_OFF, sizeof(v));
-			lost += v;
-		}
+		for (const shm_att *a = cl->inbound->atts; a; a = a->next_in_log)
+			lost += att_lost(a);
 	}
-	out->inbound_lost = lost;
+	out->lost = lost;
 	out->share_lost = share_lost(sb);
 }

@@ -96,13 +96,17 @@ typedef struct shm_stats {
 	uint64_t segment_bytes;  /* bytes of every segment alive */
 	uint64_t routed;         /* records the broker read and routed */
 	uint64_t inbound;        /* records written to inbound logs */
-	uint64_t inbound_lost;   /* inbound records lost by lapped readers */
+	uint64_t lost;           /* messages lost by lapped shm readers, of
+				  * every log (inbound and publishers'),
+				  * departed readers included; advisory:
+				  * each reader counts its own (slot `lost`) */
 	uint64_t dropped_logs;   /* logs dropped as malformed */
 	uint64_t shares;         /* share pages alive ((group, log) pairs) */
 	uint64_t share_members;  /* (shm member, share page) pairs */
 	uint64_t share_claimed;  /* records the broker claimed for its members */
 	uint64_t share_lost;     /* lost by groups (lapped cursors), advisory */
-	uint64_t readers_cut;    /* stuck readers of reliable logs cut loose */
+	uint64_t readers_cut;    /* stuck readers (and share pages) of reliable
+				  * logs cut loose */
 } shm_stats;
 
 /*
@@ -136,8 +140,12 @@ int shm_broker_poll(shm_broker *sb, uint64_t now_ms);
  * for lim.reader_timeout_ms (shmpath/tether.h): its entry becomes
  * DETACHED, it gets LOG_DETACH (reason 2, stuck), the publisher
  * READER_DROP. When the client answers with LOG_RELEASE (it is awake
- * again) it is attached anew at the tail. The broker's own reader is
- * never cut. No blocking, no allocation.
+ * again) it is attached anew at the tail. A share page whose claim
+ * cursor is stuck alike is cut loose too: its entry becomes FREE, the
+ * publisher gets READER_DROP, members go on claiming as from a lossy log;
+ * once the cursor moves it is tethered anew at the tail (READER_ADD).
+ * Both count in readers_cut. The broker's own reader is never cut. No
+ * blocking, no allocation.
  */
 void shm_broker_tick(shm_broker *sb, uint64_t now_ms);
 

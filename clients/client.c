@@ -47,6 +47,8 @@
 #include "clients/session.h"
 #include "clients/shm.h"
 #include "clients/uri.h"
+#include "shmpath/holdoff.h"
+#include "shmpath/ring.h"
 
 #define IN_MIN (64 * 1024)
 #define IN_MAX ((size_t)MQTT_PACKET_MAX + 64 * 1024 * 1024)
@@ -132,6 +134,8 @@ struct shimmy_client {
 	size_t pcap;
 	mqtt_props shm_props;
 	unsigned batch_idle;     /* empty shimmy_recv_batch(0) calls */
+	shimmy_holdoff holdoff;  /* blocking receives in a stream (holdoff.h) */
+	int64_t hold_until_ns;   /* don't look at the logs before this */
 	bool msg_props_empty;    /* c->msg.props is already the empty view */
 };
 
@@ -844,10 +848,15 @@ shimmy_client *shimmy_client_create(const char *uri_s, const shimmy_opts *opts, 
 	{
 		const char *spin = getenv("SHIMMY_SHM_SPIN_US");
 		c->spin_env_us = spin ? strtoll(spin, NULL, 10) : -1;
+		const char *hold = getenv("SHIMMY_SHM_HOLDOFF_NS");
+		shimmy_holdoff_init(&c->holdoff,
+				    hold ? strtoll(hold, NULL, 10) : SHIMMY_HOLDOFF_HOLD_NS,
+				    SHIMMY_HOLDOFF_GAP_NS, SHIMMY_HOLDOFF_STREAK,
+				    SHIMMY_HOLDOFF_BEHIND);
 	}
 	if (cfg.offer_shm) {
 		struct epoll_event se = { .events = EPOLLIN };
-		c->shm = cshm_create();
+		c->shm = cshm_create(&c->s);
 		if (c->shm) {
 			se.data.fd = cshm_efd(c->shm);
 			epoll_ctl(c->epfd, EPOLL_CTL_ADD, se.data.fd, &se);
@@ -1799,6 +1808,66 @@ static int batch_drain(shimmy_client *c, shimmy_batch_fn fn, void *ctx, unsigned
 	return (int)n;
 }
 
+/* The CPU's spin-wait hint (frees the core's resources for a sibling
+ * hyperthread); a no-op elsewhere. */
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#endif
+}
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/*
+ * batch_drain() under the hold-off timer (shmpath/holdoff.h), for blocking
+ * receives only (hold). While the subscriber is in a stream, each drain
+ * stops where the writers were when it began (cshm_bound), and after a
+ * drain that emptied the logs it keeps off them for a few us: the writers
+ * fill whole cache lines undisturbed and the next drain takes them in one
+ * batch, instead of both cores trading each line per message. The wait
+ * touches no shared memory. Busy-pollers (timeout 0) never hold: they
+ * asked for every message as soon as it lands. Lock held.
+ */
+static int batch_poll(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
+		      unsigned max, bool hold)
+{
+	int64_t end, ns;
+	bool bound, fresh = false;
+	int n;
+
+	if (!hold || !c->shm)
+		return batch_drain(c, fn, ctx, max);
+	bound = shimmy_holdoff_streaming(&c->holdoff);
+	if (c->hold_until_ns && !c->pq_n && bound) {
+		/* Hold only when close behind the writers; the bound taken
+		 * to see that serves the drain if we read on at once. */
+		fresh = !shimmy_holdoff_hold(&c->holdoff,
+					     cshm_bound(c->shm, SHIMMY_RING_BOUND_TAIL));
+		while (!fresh && mono_ns() < c->hold_until_ns)
+			for (unsigned i = 0; i < 16; i++)
+				cpu_pause();
+	}
+	c->hold_until_ns = 0;
+	if (bound && !fresh)
+		cshm_bound(c->shm, SHIMMY_RING_BOUND_TAIL);
+	n = batch_drain(c, fn, ctx, max);
+	if (bound)
+		cshm_bound(c->shm, 0);
+	end = mono_ns();
+	ns = shimmy_holdoff_polled(&c->holdoff, end, (unsigned)n,
+				   (unsigned)n < max ? SHIMMY_HOLDOFF_EMPTIED : 0);
+	if (ns)
+		c->hold_until_ns = end + ns;
+	return n;
+}
+
 int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
 		      unsigned max, int timeout_ms)
 {
@@ -1811,7 +1880,7 @@ int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
 		rc = SHIMMY_ERR_BUSY;
 	} else if (c->th_running || c->on_msg) {
 		rc = SHIMMY_ERR_STATE;
-	} else if ((rc = batch_drain(c, fn, ctx, max)) == 0) {
+	} else if ((rc = batch_poll(c, fn, ctx, max, timeout_ms != 0)) == 0) {
 		if (timeout_ms == 0) {
 			if ((++c->batch_idle & 1023) == 0 && !c->pumping) {
 				c->pumping = true;
@@ -1827,7 +1896,7 @@ int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
 			rc = wait_until(c, pred_has_msg, NULL, dl,
 					!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
 			if (rc == 0 || c->pq_n)
-				rc = batch_drain(c, fn, ctx, max);
+				rc = batch_poll(c, fn, ctx, max, true);
 			else if (rc == SHIMMY_ERR_TIMEOUT)
 				rc = 0;
 		}

@@ -827,6 +827,7 @@ static int remember_sub(session *s, const char *filter, uint8_t options)
 {
 	char *d;
 
+	s->subs_ver++;
 	for (size_t i = 0; i < s->nsubs; i++) {
 		if (strcmp(s->subs[i].filter, filter) == 0) {
 			s->subs[i].options = options;
@@ -850,6 +851,7 @@ static int remember_sub(session *s, const char *filter, uint8_t options)
 
 static void forget_sub(session *s, const char *filter)
 {
+	s->subs_ver++;
 	for (size_t i = 0; i < s->nsubs; i++) {
 		if (strcmp(s->subs[i].filter, filter) == 0) {
 			free(s->subs[i].filter);
@@ -911,4 +913,38 @@ int session_subscribe(session *s, const char *filter, uint8_t options, uint64_t 
 int session_unsubscribe(session *s, const char *filter, uint64_t now_ms, uint16_t *pid)
 {
 	return sub_op(s, MQTT_UNSUBSCRIBE, filter, 0, now_ms, pid);
+}
+
+int session_sub_qos(const session *s, const char *topic, size_t len,
+		    unsigned flags)
+{
+	mqtt_str t = { topic, (uint32_t)len }, group, f;
+	int best = -1;
+
+	for (size_t i = 0; i < s->nsubs; i++) {
+		mqtt_str full = mqtt_str_c(s->subs[i].filter);
+		int q = s->subs[i].options & MQTT_SUBOPT_QOS_MASK;
+
+		if (mqtt_topic_share_split(full, &group, &f) !=
+		    !!(flags & SESSION_SUB_SHARED))
+			continue;
+		if (!(flags & SESSION_SUB_SHARED))
+			f = full;
+		if (q > best && mqtt_topic_match(f, t))
+			best = q;
+	}
+	return best;
+}
+
+int session_deliver_qos(const session *s, session_qos_cache *c,
+			const char *topic, size_t len, unsigned flags, int qos)
+{
+	if (!s)
+		return qos;
+	if (!c->valid || c->ver != s->subs_ver) {
+		c->qos = session_sub_qos(s, topic, len, flags);
+		c->ver = s->subs_ver;
+		c->valid = true;
+	}
+	return c->qos >= 0 && c->qos < qos ? c->qos : qos;
 }

@@ -140,6 +140,7 @@ typedef struct session {
 	int nops;
 	session_sub *subs;
 	size_t nsubs, capsubs;
+	uint64_t subs_ver;           /* +1 at every change of subs */
 
 	session_lbuf *pool;          /* free lbufs */
 	int npool;
@@ -193,5 +194,36 @@ bool session_window_open(const session *s);
 int session_subscribe(session *s, const char *filter, uint8_t options, uint64_t now_ms,
 		      uint16_t *pid);
 int session_unsubscribe(session *s, const char *filter, uint64_t now_ms, uint16_t *pid);
+
+/* session_sub_qos() flags */
+enum { SESSION_SUB_SHARED = 1u << 0 };
+
+/*
+ * The highest QoS among the subscriptions this session made (SUBSCRIBE
+ * options; the broker grants what is asked) that match topic[0..len):
+ * non-shared ones, or with SESSION_SUB_SHARED the $share ones, by their
+ * inner filter. -1 when none matches (e.g. a session resumed from an
+ * earlier process). O(subscriptions), no allocation: callers on a hot
+ * path cache it against subs_ver.
+ */
+int session_sub_qos(const session *s, const char *topic, size_t len,
+		    unsigned flags);
+
+/* session_sub_qos() of one topic, remembered for one subs_ver. */
+typedef struct session_qos_cache {
+	uint64_t ver;
+	int qos;
+	bool valid;
+} session_qos_cache;
+
+/*
+ * The QoS a message published at qos reaches the application at when it
+ * comes straight from a log, not through the broker (the shm path):
+ * min(qos, session_sub_qos()) [MQTT-3.8.4-8], or qos itself when no
+ * subscription matches. c caches the lookup for the log (zeroed at
+ * first). s == NULL: qos. No allocation.
+ */
+int session_deliver_qos(const session *s, session_qos_cache *c,
+			const char *topic, size_t len, unsigned flags, int qos);
 
 #endif

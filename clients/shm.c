@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "clients/include/shimmy.h"
+#include "clients/session.h"
 #include "clients/shmshare.h"
 #include "mqtt/error.h"
 #include "shmpath/notify.h"
@@ -41,11 +42,13 @@ typedef struct cshm_rd {
 	bool orphan;           /* from a dead broker connection */
 	shimmy_seg log, slot;
 	shimmy_ring_reader *r;
+	session_qos_cache qos;  /* the cap of its topic's subscriptions */
 	struct cshm_rd *next;
 } cshm_rd;
 
 typedef struct cshm_trk {
 	bool used;
+	uint64_t gen;          /* READER_ADD's */
 	shimmy_seg slot, bell;
 } cshm_trk;
 
@@ -84,6 +87,7 @@ struct cshm_wr {
 };
 
 struct cshm {
+	const session *subs;   /* borrowed; NULL: QoS as published */
 	int efd;
 	shimmy_seg bell;
 	shimmy_bell *b;
@@ -176,11 +180,12 @@ static void wr_leave(cshm_wr *w, bool fast)
 
 /* ---- lifetime --------------------------------------------------------- */
 
-cshm *cshm_create(void)
+cshm *cshm_create(const session *subs)
 {
 	cshm *s = calloc(1, sizeof(*s));
 	if (!s)
 		return NULL;
+	s->subs = subs;
 	s->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	s->shares = cshare_set_create();
 	if (s->efd < 0 || !s->shares) {
@@ -518,7 +523,8 @@ static int on_grant(cshm *s, const shimmy_ctl *m, int *fds)
 		size_t sl, bl;
 		void *sm = shimmy_seg_body(&t->slot, &sl);
 		void *bm = shimmy_seg_body(&t->bell, &bl);
-		shimmy_ring_writer_track(w->w, i, sm, sl, shimmy_bell_at(bm, bl));
+		shimmy_ring_writer_track(w->w, i, t->gen, sm, sl,
+					 shimmy_bell_at(bm, bl));
 	}
 	w->log_id = m->log_id;
 	w->state = CSHM_LOG_READY;
@@ -533,33 +539,47 @@ static int on_reader_add(cshm *s, const shimmy_ctl *m, int *fds)
 	for (cshm_wr *x = s->wrs; !w && m->req_id && x; x = x->next)
 		if (x->state == CSHM_LOG_PENDING && x->req_id == m->req_id)
 			w = x;
-	if (w && !w->trk)
-		w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
-	if (!w || !w->trk || m->idx >= CSHM_TRACK) {
+	if (!w) {
 		close_fds(fds, 2);
-		return 0;
+		return 0; /* a log we gave up meanwhile */
+	}
+	/* From here on a failure is an error (the connection starts over):
+	 * a reliable writer waits for every reader the broker attached
+	 * until it tracks it (§6), so a reader it cannot track would stall
+	 * it for good. */
+	if (!w->trk)
+		w->trk = calloc(CSHM_TRACK, sizeof(*w->trk));
+	if (!w->trk || m->idx >= CSHM_TRACK) {
+		close_fds(fds, 2);
+		return w->trk ? MQTT_ERR_PROTOCOL : -ENOMEM;
 	}
 	trk_drop(w, m->idx);
 	cshm_trk *t = &w->trk[m->idx];
 	/* A share page (§7) starts with a reader slot: tracked the same. */
-	if (shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SLOT, SHIMMY_SEG_RDONLY) < 0 &&
-	    shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SHARE, SHIMMY_SEG_RDONLY) < 0) {
+	int rc = shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SLOT,
+				SHIMMY_SEG_RDONLY);
+	if (rc < 0)
+		rc = shimmy_seg_map(&t->slot, fds[0], SHIMMY_SEG_SHARE,
+				    SHIMMY_SEG_RDONLY);
+	if (rc < 0) {
 		close_fds(fds, 2);
-		return 0;
+		return rc;
 	}
-	if (shimmy_seg_map(&t->bell, fds[1], SHIMMY_SEG_BELL, SHIMMY_SEG_RDWR) < 0) {
+	rc = shimmy_seg_map(&t->bell, fds[1], SHIMMY_SEG_BELL, SHIMMY_SEG_RDWR);
+	if (rc < 0) {
 		close(fds[1]);
 		shimmy_seg_unmap(&t->slot);
-		return 0;
+		return rc;
 	}
 	size_t sl, bl;
 	void *sm = shimmy_seg_body(&t->slot, &sl);
 	void *bm = shimmy_seg_body(&t->bell, &bl);
 	shimmy_bell *bell = shimmy_bell_at(bm, bl);
 	t->used = true;
+	t->gen = m->gen;
 	if (w->w) {
 		wr_exclude(w);
-		shimmy_ring_writer_track(w->w, m->idx, sm, sl, bell);
+		shimmy_ring_writer_track(w->w, m->idx, m->gen, sm, sl, bell);
 		wr_admit(w);
 	}
 	return 0;
@@ -916,7 +936,9 @@ static void bulk_fill(cshm *s, cshm_rd *rd, cshm_msg *m, unsigned n)
 			.len = b->payload_len,
 			.props = b->props,
 			.props_len = b->props_len,
-			.qos = (int)(b->flags & SHIMMY_MSG_QOS_MASK),
+			.qos = session_deliver_qos(
+				s->subs, &rd->qos, rd->topic, rd->topic_len, 0,
+				(int)(b->flags & SHIMMY_MSG_QOS_MASK)),
 			.retain = (b->flags & SHIMMY_MSG_RETAIN) != 0,
 		};
 	}
@@ -965,6 +987,12 @@ static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 			m->payload = s->borrow.payload;
 			m->len = s->borrow.payload_len;
 			m->qos = (int)(s->borrow.flags & SHIMMY_MSG_QOS_MASK);
+			/* Inbound records are at the QoS the broker chose. */
+			if (!rd->inbound)
+				m->qos = session_deliver_qos(s->subs, &rd->qos,
+							     rd->topic,
+							     rd->topic_len, 0,
+							     m->qos);
 			m->retain = (s->borrow.flags & SHIMMY_MSG_RETAIN) != 0;
 			s->borrow_rd = rd;
 			s->cursor = next;
@@ -993,9 +1021,11 @@ int cshm_next(cshm *s, cshm_msg *m)
 	if (!s || cshare_empty(s->shares))
 		return rd_next(s, m, 1);
 	/* Groups and logs take turns going first: neither starves. */
-	int rc = (s->turn++ & 1) ? cshare_next(s->shares, m) : rd_next(s, m, 1);
+	int rc = (s->turn++ & 1) ? cshare_next(s->shares, m, s->subs)
+				 : rd_next(s, m, 1);
 	if (rc == 0)
-		rc = (s->turn & 1) ? cshare_next(s->shares, m) : rd_next(s, m, 1);
+		rc = (s->turn & 1) ? cshare_next(s->shares, m, s->subs)
+				   : rd_next(s, m, 1);
 	return rc;
 }
 
@@ -1041,6 +1071,15 @@ void cshm_set_batch(cshm *s, uint32_t n)
 	s->batch = n;
 	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
 		shimmy_ring_reader_set_batch(rd->r, n);
+}
+
+uint64_t cshm_bound(cshm *s, unsigned flags)
+{
+	uint64_t behind = 0;
+
+	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
+		behind += shimmy_ring_reader_bound(rd->r, flags);
+	return behind;
 }
 
 static int ready_fn(void *ctx)

@@ -32,6 +32,7 @@
 #include "shmpath/ctl.h"
 
 typedef struct cshm cshm;
+struct session;
 
 /* A borrowed message; views valid until cshm_release(). */
 typedef struct cshm_msg {
@@ -41,7 +42,7 @@ typedef struct cshm_msg {
 	size_t len;
 	const uint8_t *props; /* MQTT 5 property bytes, no length prefix */
 	size_t props_len;
-	int qos, retain;
+	int qos, retain;      /* qos: as published, at most the subscription's */
 } cshm_msg;
 
 /* cshm_log_state() results. */
@@ -52,8 +53,11 @@ enum {
 	CSHM_LOG_REFUSED = 3, /* refused (ACL, quota): use MQTT */
 };
 
-/* Creates the state (and its eventfd). Returns NULL on failure. */
-cshm *cshm_create(void);
+/* Creates the state (and its eventfd). subs (borrowed for life; read
+ * with the client's lock held; NULL: none) holds the subscriptions that
+ * cap the QoS of messages read from logs (session_deliver_qos()).
+ * Returns NULL on failure. */
+cshm *cshm_create(const struct session *subs);
 /* Stops the bridge thread, unmaps and closes everything. NULL ok. */
 void cshm_destroy(cshm *s);
 
@@ -156,6 +160,11 @@ int cshm_release(cshm *s);
 /* Position batching for every log read (shimmy_ring_reader_set_batch);
  * n = 1 publishes what is pending. */
 void cshm_set_batch(cshm *s, uint32_t n);
+/* Bounds every log read at its writer's tail as of now (flags
+ * SHIMMY_RING_BOUND_TAIL), or lifts the bounds (flags 0); see
+ * shimmy_ring_reader_bound(). Returns the bytes up to the bounds, summed
+ * over the logs (0 with flags 0). */
+uint64_t cshm_bound(cshm *s, unsigned flags);
 /* 1 when cshm_next() would find something. */
 int cshm_has_data(cshm *s);
 /* Number of logs read (subscriptions served through shared memory). */

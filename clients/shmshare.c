@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "clients/include/shimmy.h"
+#include "clients/session.h"
 #include "clients/shm.h"
 #include "mqtt/error.h"
 #include "shmpath/segment.h"
@@ -32,6 +33,7 @@ typedef struct cshare {
 	bool detached;           /* SHARE_DETACH while its message was out */
 	shimmy_seg log, page;
 	shimmy_share_member *h;
+	session_qos_cache qos;   /* the cap of the group's subscriptions */
 	uint8_t *buf;
 	size_t cap;
 	struct cshare *next;
@@ -161,7 +163,8 @@ static int buf_fit(cshare *e, size_t need)
 	return 0;
 }
 
-static void fill(const cshare *e, const shimmy_ring_msg *rm, cshm_msg *m)
+static void fill(cshare *e, const shimmy_ring_msg *rm, cshm_msg *m,
+		 const session *subs)
 {
 	memset(m, 0, sizeof(*m));
 	m->topic = e->topic;
@@ -170,11 +173,13 @@ static void fill(const cshare *e, const shimmy_ring_msg *rm, cshm_msg *m)
 	m->props_len = rm->props_len;
 	m->payload = rm->payload;
 	m->len = rm->payload_len;
-	m->qos = (int)(rm->flags & SHIMMY_MSG_QOS_MASK);
+	m->qos = session_deliver_qos(subs, &e->qos, e->topic, e->topic_len,
+				     SESSION_SUB_SHARED,
+				     (int)(rm->flags & SHIMMY_MSG_QOS_MASK));
 	m->retain = (rm->flags & SHIMMY_MSG_RETAIN) != 0;
 }
 
-int cshare_next(cshare_set *ss, struct cshm_msg *m)
+int cshare_next(cshare_set *ss, struct cshm_msg *m, const session *subs)
 {
 	if (!ss || !ss->head)
 		return 0;
@@ -201,7 +206,7 @@ int cshare_next(cshare_set *ss, struct cshm_msg *m)
 				rc = 0; /* a larger one came up: next call */
 		}
 		if (rc == 1) {
-			fill(e, &rm, m);
+			fill(e, &rm, m, subs);
 			ss->out = e;
 			ss->cursor = next;
 			return 1;

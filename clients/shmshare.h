@@ -28,6 +28,7 @@
 #include "shmpath/ctl.h"
 
 struct cshm_msg;
+struct session;
 typedef struct cshare_set cshare_set;
 
 /* Returns NULL on OOM. */
@@ -52,10 +53,14 @@ void cshare_conn_lost(cshare_set *ss);
 
 /*
  * Claims the next message from any entry, round robin (bounded work).
- * Returns 1 (*m filled; its views stay valid until cshare_release()), 0
- * (nothing now) or SHIMMY_ERR_BUSY (a message is out).
+ * m->qos is the record's, at most that of the $share subscriptions
+ * matching the topic in subs (borrowed for the call; NULL: as
+ * published). Returns 1 (*m filled; its views stay valid until
+ * cshare_release()), 0 (nothing now) or SHIMMY_ERR_BUSY (a message is
+ * out).
  */
-int cshare_next(cshare_set *ss, struct cshm_msg *m);
+int cshare_next(cshare_set *ss, struct cshm_msg *m,
+		const struct session *subs);
 /* Ends the message cshare_next() gave out. */
 void cshare_release(cshare_set *ss);
 /* 1 while a message is out. */

@@ -299,6 +299,7 @@ int shimmy_ring_mark_closed(void *mem, size_t len)
 
 struct wr_track {
 	const struct slot_page *slot; /* NULL when untracked */
+	uint64_t gen;                 /* the attachment READER_ADD named */
 	shimmy_bell *bell;
 	uint64_t last_pos;
 	int64_t last_change_ns;
@@ -365,7 +366,7 @@ void shimmy_ring_writer_destroy(shimmy_ring_writer *w)
 }
 
 int shimmy_ring_writer_track(shimmy_ring_writer *w, uint32_t idx,
-			     const void *slot, size_t slot_len,
+			     uint64_t gen, const void *slot, size_t slot_len,
 			     shimmy_bell *bell)
 {
 	if (idx >= w->v.readers_max || !slot ||
@@ -373,6 +374,7 @@ int shimmy_ring_writer_track(shimmy_ring_writer *w, uint32_t idx,
 		return MQTT_ERR_INVALID;
 	shimmy_ring_writer_untrack(w, idx);
 	w->tr[idx].slot = slot;
+	w->tr[idx].gen = gen;
 	w->tr[idx].bell = bell;
 	w->tr[idx].seen = 0;
 	if (bell)
@@ -393,23 +395,26 @@ void shimmy_ring_writer_untrack(shimmy_ring_writer *w, uint32_t idx)
 	memset(&w->tr[idx], 0, sizeof(w->tr[idx]));
 }
 
-/* Position of tracked reader i if it is attached and holds the writer
- * back, else UINT64_MAX. */
+/* Position of tracked reader i if it is attached, under the gen we track
+ * it with, and holds the writer back, else UINT64_MAX. */
 static uint64_t reader_pos(shimmy_ring_writer *w, uint32_t i)
 {
 	const struct ring_entry *e = &w->v.table[i];
 	const struct slot_page *s = w->tr[i].slot;
-	uint64_t p;
+	uint64_t p, gen;
 
 	if (!s)
 		return UINT64_MAX;
 	/* Acquire pairs with the release store of state in slot_set(). */
 	if (atomic_load_explicit(&e->state, memory_order_acquire) != RT_ATTACHED)
 		return UINT64_MAX;
+	gen = atomic_load_explicit(&e->gen, memory_order_relaxed);
 	/* Acquire pairs with the reader's release store of gen in
-	 * reader_create(): its start position is stored before gen. */
-	if (atomic_load_explicit(&s->gen, memory_order_acquire) !=
-	    atomic_load_explicit(&e->gen, memory_order_relaxed))
+	 * reader_create() (or the broker's in tether_seed()): its start
+	 * position is stored before gen. A slot showing another gen is a
+	 * liar or not seeded yet (lossy logs): it holds nobody back. */
+	if (gen != w->tr[i].gen ||
+	    atomic_load_explicit(&s->gen, memory_order_acquire) != gen)
 		return UINT64_MAX;
 	/* Acquire pairs with the reader's release store in publish_pos(): the
 	 * reader's loads of everything below p are done before we overwrite
@@ -419,11 +424,37 @@ static uint64_t reader_pos(shimmy_ring_writer *w, uint32_t i)
 	return p > w->tail ? w->tail : p;
 }
 
+/* 1 when table entry i is ATTACHED under a gen we do not track it with:
+ * a reader the broker attached whose READER_ADD we have not processed. */
+static int reader_unseen(const shimmy_ring_writer *w, uint32_t i)
+{
+	const struct ring_entry *e = &w->v.table[i];
+
+	/* Acquire pairs with the release store of state in slot_set(),
+	 * which publishes the gen stored before it. */
+	return atomic_load_explicit(&e->state, memory_order_acquire) ==
+		       RT_ATTACHED &&
+	       (!w->tr[i].slot ||
+		atomic_load_explicit(&e->gen, memory_order_relaxed) !=
+			w->tr[i].gen);
+}
+
+/* The lowest position of an attached reader, at most tail. Bounded:
+ * readers_max (<= 192) table entries, written by the broker and us. */
 static uint64_t scan_readers(shimmy_ring_writer *w, int64_t now)
 {
 	uint64_t min = w->tail, p;
 
 	for (uint32_t i = 0; i < w->v.readers_max; i++) {
+		if (reader_unseen(w, i)) {
+			/* Its slot was seeded at the head or tail before the
+			 * entry became ATTACHED, so it is at or past our head
+			 * unless we lapped it before we could see it: give up
+			 * nothing more until we track it (docs §6). */
+			if (w->head < min)
+				min = w->head;
+			continue;
+		}
 		if (!w->tr[i].slot)
 			continue;
 		p = reader_pos(w, i);
@@ -792,6 +823,8 @@ struct shimmy_ring_reader {
 	uint64_t borrow_end; /* end of the records on loan */
 	uint32_t batch, unpub; /* publish position every batch advances */
 	uint32_t empty_polls;  /* heartbeat every HEARTBEAT_POLLS of them */
+	uint64_t horizon;      /* when bounded: read nothing at or past it */
+	int bounded;
 	int reliable;
 	unsigned borrowed;   /* records on loan */
 };
@@ -960,6 +993,8 @@ static int reader_next(shimmy_ring_reader *r, shimmy_ring_msg *msg,
 	if (r->borrowed)
 		return -EBUSY;
 	for (int step = 0; step < READ_STEPS; step++) {
+		if (r->bounded && r->pos >= r->horizon)
+			return 0;
 		rc = ring_rec_peek(&r->v, r->pos, &rv);
 		if (rc == REC_EMPTY)
 			return reader_empty(r);
@@ -1059,7 +1094,8 @@ int shimmy_ring_borrow_many(shimmy_ring_reader *r, shimmy_ring_msg *msgs,
 	 * this loop needs no error paths. A record overrun after its peek is
 	 * caught by the intent check in shimmy_ring_release_many(). */
 	pos = r->borrow_end;
-	while (n < max && ring_rec_peek(&r->v, pos, &rv) == REC_OK &&
+	while (n < max && (!r->bounded || pos < r->horizon) &&
+	       ring_rec_peek(&r->v, pos, &rv) == REC_OK &&
 	       rv.seq == r->next_seq) {
 		shimmy_ring_msg *m = &msgs[n++];
 
@@ -1132,6 +1168,21 @@ int shimmy_ring_reader_ready(void *reader)
 	if (ring_rec_peek(&r->v, r->pos, &rv) != REC_EMPTY)
 		return 1;
 	return reader_detached(r) || reader_closed(r);
+}
+
+uint64_t shimmy_ring_reader_bound(shimmy_ring_reader *r, unsigned flags)
+{
+	uint64_t tail;
+
+	r->bounded = !!(flags & SHIMMY_RING_BOUND_TAIL);
+	if (!r->bounded)
+		return 0;
+	/* Acquire pairs with the release store of tail in publish_tail():
+	 * every record below it is committed. A hostile tail only bounds
+	 * this reader's own reads; the records are validated as ever. */
+	tail = atomic_load_explicit(&r->v.hdr->tail, memory_order_acquire);
+	r->horizon = tail > r->pos ? tail : r->pos;
+	return r->horizon - r->pos;
 }
 
 uint64_t shimmy_ring_reader_lost(const shimmy_ring_reader *r)

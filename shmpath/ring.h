@@ -146,17 +146,24 @@ int shimmy_ring_mark_closed(void *mem, size_t len);
 int shimmy_ring_writer_create(shimmy_ring_writer **out, void *mem, size_t len);
 void shimmy_ring_writer_destroy(shimmy_ring_writer *w);
 
-/* Tells the writer where reader idx's slot page is mapped (read-only is
- * enough; borrowed until untrack/destroy) and which bell to ring for it
- * (may be NULL; borrowed likewise). Returns 0 or MQTT_ERR_INVALID. */
+/*
+ * Tells the writer where the slot page of reader idx, attached with gen
+ * (READER_ADD's), is mapped (read-only is enough; borrowed until
+ * untrack/destroy) and which bell to ring for it (may be NULL; borrowed
+ * likewise). A reliable writer is held back by a table entry ATTACHED
+ * under a gen it does not track (the reader's READER_ADD is not processed
+ * yet; it cannot read its position): it gives up nothing beyond its head
+ * until it tracks it. Returns 0 or MQTT_ERR_INVALID.
+ */
 int shimmy_ring_writer_track(shimmy_ring_writer *w, uint32_t idx,
-			     const void *slot, size_t slot_len,
+			     uint64_t gen, const void *slot, size_t slot_len,
 			     shimmy_bell *bell);
 void shimmy_ring_writer_untrack(shimmy_ring_writer *w, uint32_t idx);
 
 /*
  * Reserves a record. Lossy: never blocks. Reliable: waits up to timeout_ns
- * for the slowest attached reader (spin, then yield); 0 = don't wait.
+ * for the slowest attached reader, and for attached readers it does not
+ * track yet (see track), spinning then yielding; 0 = don't wait.
  * Returns 0, -EAGAIN (no space, timeout 0), -ETIMEDOUT, -EBUSY (a loan is
  * outstanding) or MQTT_ERR_TOO_LARGE (record over max_record).
  */
@@ -289,6 +296,21 @@ int shimmy_ring_reader_ready(void *reader);
  */
 void shimmy_ring_reader_set_batch(shimmy_ring_reader *r, uint32_t n);
 void shimmy_ring_reader_sync(shimmy_ring_reader *r);
+
+/*
+ * Horizon (hold-off, docs/shm-protocol.md §8): with SHIMMY_RING_BOUND_TAIL,
+ * snapshots the writer's tail (one load of a line the writer stores at
+ * every commit) and makes borrow/receive return 0 at that position, as if
+ * the log ended there, until the next call; flags 0 lifts the bound. A
+ * reader that keeps up with a stream reads only records whose lines the
+ * writer has left, instead of following it line by line. Lapping is
+ * detected and counted as ever (the loss is reported with the next message
+ * read). shimmy_ring_reader_ready() ignores the bound. Returns the bytes
+ * between the reader and the snapshot (0 with flags 0; a hostile tail can
+ * make it anything, and only bounds this reader). No blocking.
+ */
+enum { SHIMMY_RING_BOUND_TAIL = 1u << 0 };
+uint64_t shimmy_ring_reader_bound(shimmy_ring_reader *r, unsigned flags);
 
 /* Cumulative messages lost by this reader. */
 uint64_t shimmy_ring_reader_lost(const shimmy_ring_reader *r);

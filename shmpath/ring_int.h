@@ -26,7 +26,8 @@
 /*
  * Ring header, page 0 of the ring region (offsets from the region start).
  * Line 0 is static after shimmy_ring_format(); line 1 is written by the
- * writer at each commit and read by readers only to attach or resync; line
+ * writer at each commit and read by readers only to attach, to resync and
+ * once per poll while holding off (shimmy_ring_reader_bound); line
  * 2 holds intent and state, which readers load when a record is not there
  * and per batch (written every lookahead bytes and at close only, so it
  * stays shared in their caches).

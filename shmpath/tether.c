@@ -9,6 +9,9 @@
 #include "shmpath/ring.h"
 #include "shmpath/ring_int.h"
 
+/* CAS attempts to move a position forward in shimmy_tether_seed(). */
+#define SEED_TRIES 64
+
 static int slot_ok(const void *slot, size_t slot_len)
 {
 	const struct slot_page *s = slot;
@@ -23,7 +26,7 @@ int shimmy_tether_seed(const void *log, size_t len, void *slot,
 {
 	struct ring_view v;
 	struct slot_page *s = slot;
-	uint64_t pos;
+	uint64_t pos, cur;
 	int rc = ring_view_init(&v, log, len);
 
 	if (rc)
@@ -40,7 +43,15 @@ int shimmy_tether_seed(const void *log, size_t len, void *slot,
 				   memory_order_acquire);
 	if (pos & (RING_ALIGN - 1))
 		return MQTT_ERR_MALFORMED;
-	atomic_store_explicit(&s->position, pos, memory_order_relaxed);
+	/* Forward only: a share page's cursor may be moving under its
+	 * members' claims (CAS), and must never go back over a record one
+	 * of them claimed. Bounded: members racing us move it forward too. */
+	cur = atomic_load_explicit(&s->position, memory_order_relaxed);
+	for (int i = 0; i < SEED_TRIES && cur < pos; i++)
+		if (atomic_compare_exchange_weak_explicit(
+			    &s->position, &cur, pos, memory_order_relaxed,
+			    memory_order_relaxed))
+			break;
 	/* Release pairs with the writer's acquire load of gen in
 	 * reader_pos(): the position above is valid once gen matches. */
 	atomic_store_explicit(&s->gen, gen, memory_order_release);

@@ -29,10 +29,12 @@
  * before the table entry is set ATTACHED; from then on the reader holds
  * a reliable writer back even while its client has not yet mapped the
  * log. The reader's own shimmy_ring_reader_create() later moves the
- * position forward (never back: head and tail only grow). log/len: the
- * ring region; slot/slot_len: the slot page (broker's RW mapping).
- * Returns 0, MQTT_ERR_INVALID or MQTT_ERR_MALFORMED (header, or a
- * misaligned head/tail).
+ * position forward (never back: head and tail only grow). The position
+ * itself only moves forward (CAS), so this also re-tethers a share
+ * page (§7) whose members are claiming. log/len: the ring region;
+ * slot/slot_len: the slot page (broker's RW mapping). Returns 0,
+ * MQTT_ERR_INVALID or MQTT_ERR_MALFORMED (header, or a misaligned
+ * head/tail).
  */
 int shimmy_tether_seed(const void *log, size_t len, void *slot,
 		       size_t slot_len, uint64_t gen, unsigned flags);

@@ -40,7 +40,9 @@
  *    count in SHIMMY_STAT_LOST_MSGS.
  *  - Blocking receives spin for the broker's shimmy_shm_spin_us
  *    (SHIMMY_SHM_SPIN_US overrides) before sleeping; shimmy_client_fd()
- *    also becomes readable through a doorbell-forwarding thread.
+ *    also becomes readable through a doorbell-forwarding thread. Blocking
+ *    batch receives hold off in a stream (SHIMMY_SHM_HOLDOFF_NS; see
+ *    shimmy_recv_batch()).
  *  - After a broker loss the mappings are kept and drained; with
  *    SHIMMY_OPT_RECONNECT the extension is renegotiated.
  *  SHIMMY_SHM_LOG_CLASS=0..3 picks the size class of the logs a publisher
@@ -385,6 +387,13 @@ void shimmy_msg_release(shimmy_client *c, shimmy_msg *msg);
  * syscall when a shm log has data (a busy-polling subscriber calls it in a
  * loop; it reads the socket once per 1024 empty calls); > 0 waits like
  * shimmy_recv() (spin, then sleep) for the first message; < 0 forever.
+ * A blocking call (timeout_ms != 0) coalesces a stream of shm messages
+ * (docs/shm-protocol.md §8, "Hold-off"): once messages have arrived
+ * faster than one per microsecond for a few calls, each call reads what
+ * the writers had committed when it began, and after a call that emptied
+ * the logs the next one first waits up to 10 us (SHIMMY_SHM_HOLDOFF_NS
+ * sets it; 0 turns it off) so that messages arrive in batches instead of
+ * one cache line at a time. A lone message after a quiet gap never waits.
  * Returns the number of messages handed out (0 when none), or an error as
  * shimmy_recv() does (SHIMMY_ERR_TIMEOUT is reported as 0).
  */

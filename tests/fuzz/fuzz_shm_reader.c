@@ -33,6 +33,10 @@ static void drain(shimmy_ring_reader *r, unsigned borrow)
 	int rc;
 
 	for (int i = 0; i < 512; i++) {
+		/* Hold-off's horizon at the (hostile) tail, now and then. */
+		if ((i & 3) == 2)
+			(void)shimmy_ring_reader_bound(r, i & 4 ? SHIMMY_RING_BOUND_TAIL
+								: 0);
 		if (borrow && (i & 1)) {
 			/* Batch borrow: every message in the data area. */
 			rc = shimmy_ring_borrow_many(r, ms, 8);

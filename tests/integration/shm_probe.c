@@ -196,8 +196,10 @@ static shimmy_ctl wait_ctl(uint16_t type, uint32_t flags_none, int *fds)
 	}
 }
 
-/* Readers' slot pages and bells a publisher tracks, by table index. */
+/* Readers' slot pages and bells a publisher tracks, and their gens, by
+ * table index. */
 static shimmy_seg trk[2 * SHIMMY_RING_READERS];
+static uint64_t trk_gen[SHIMMY_RING_READERS];
 
 /* A READER_ADD (fds: slot, bell): maps them into trk[]. Returns whether
  * it did (else the fds are closed). */
@@ -214,6 +216,7 @@ static bool trk_map(const shimmy_ctl *m, int *fds)
 		shimmy_seg_unmap(&trk[2 * m->idx]);
 		return false;
 	}
+	trk_gen[m->idx] = m->gen;
 	return true;
 }
 
@@ -222,7 +225,8 @@ static void trk_track(shimmy_ring_writer *w, uint32_t idx)
 	size_t sl, bl;
 	void *sm = shimmy_seg_body(&trk[2 * idx], &sl);
 	void *bm = shimmy_seg_body(&trk[2 * idx + 1], &bl);
-	shimmy_ring_writer_track(w, idx, sm, sl, shimmy_bell_at(bm, bl));
+	shimmy_ring_writer_track(w, idx, trk_gen[idx], sm, sl,
+				 shimmy_bell_at(bm, bl));
 }
 
 static int do_evil(const char *path, const char *topic, int ms)

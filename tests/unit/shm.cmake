@@ -9,7 +9,8 @@ shimmy_unit_test(test_shm_broker shimmy_broker_shm_only)
 # through a fake core: the two ends of the control protocol against each
 # other, with real segments.
 add_executable(test_client_shm test_client_shm.c ${CMAKE_SOURCE_DIR}/clients/shm.c
-               ${CMAKE_SOURCE_DIR}/clients/shmshare.c)
+               ${CMAKE_SOURCE_DIR}/clients/shmshare.c
+               ${CMAKE_SOURCE_DIR}/clients/session.c ${CMAKE_SOURCE_DIR}/clients/outq.c)
 target_include_directories(test_client_shm PRIVATE ${CMAKE_SOURCE_DIR}/clients/include)
 target_link_libraries(test_client_shm PRIVATE shimmy_broker_shm_only PkgConfig::CMOCKA)
 add_test(NAME unit.test_client_shm COMMAND test_client_shm)
@@ -18,7 +19,8 @@ set_tests_properties(unit.test_client_shm PROPERTIES LABELS unit TIMEOUT 120)
 # Shared subscriptions over shm: clients/shmshare (and clients/shm) against
 # the broker module, through a fake core that knows the groups.
 add_executable(test_client_shmshare test_client_shmshare.c
-               ${CMAKE_SOURCE_DIR}/clients/shm.c ${CMAKE_SOURCE_DIR}/clients/shmshare.c)
+               ${CMAKE_SOURCE_DIR}/clients/shm.c ${CMAKE_SOURCE_DIR}/clients/shmshare.c
+               ${CMAKE_SOURCE_DIR}/clients/session.c ${CMAKE_SOURCE_DIR}/clients/outq.c)
 target_include_directories(test_client_shmshare PRIVATE ${CMAKE_SOURCE_DIR}/clients/include)
 target_link_libraries(test_client_shmshare PRIVATE shimmy_broker_shm_only PkgConfig::CMOCKA)
 add_test(NAME unit.test_client_shmshare COMMAND test_client_shmshare)

@@ -14,6 +14,7 @@
 
 #include "broker/shm.h"
 #include "clients/include/shimmy.h"
+#include "clients/session.h"
 #include "clients/shm.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
@@ -81,7 +82,7 @@ static shm_broker *mk(void)
 static void conn_init(fconn *c, const char *filter)
 {
 	memset(c, 0, sizeof(*c));
-	c->cs = cshm_create();
+	c->cs = cshm_create(NULL);
 	assert_non_null(c->cs);
 	shimmy_fdq_init(&c->q);
 	c->filter = filter;
@@ -392,12 +393,82 @@ static void test_reliable_log(void **state)
 	conn_fini(&T);
 }
 
+/* Reads S's next message; returns its QoS. */
+static int next_qos(fconn *s, const char *payload)
+{
+	cshm_msg m;
+	assert_int_equal(cshm_next(s->cs, &m), 1);
+	assert_int_equal(m.len, strlen(payload));
+	assert_memory_equal(m.payload, payload, m.len);
+	int qos = m.qos;
+	assert_int_equal(cshm_release(s->cs), 0);
+	return qos;
+}
+
+/* [MQTT-3.8.4-8] on the shm path, where the broker does not route: a
+ * record reaches the application at the QoS it was published with, at
+ * most the highest QoS of the subscriptions that match its topic. */
+static void test_qos_capped_by_subscription(void **state)
+{
+	(void)state;
+	shm_broker *sb = mk();
+	session ss;
+	session_cfg cfg = { .version = MQTT_V5, .clean_start = true,
+			    .keepalive_s = 10, .window = 8, .client_id = "s" };
+	assert_int_equal(session_init(&ss, &cfg), 0);
+	ss.state = SESS_CONNECTED; /* as after CONNACK: SUBSCRIBE may go */
+	uint16_t pid;
+	assert_int_equal(session_subscribe(&ss, "q/#", 0, 0, &pid), 0);
+	fconn P, S;
+	conn_init(&P, NULL);
+	conn_init(&S, "q/#");
+	cshm_destroy(S.cs);
+	S.cs = cshm_create(&ss);
+	assert_non_null(S.cs);
+	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S);
+	assert_true(bp && bs);
+	request_log_f(sb, bp, &P, "q/x", SHIMMY_CTL_F_RELIABLE);
+	assert_int_equal(cshm_readers(S.cs), 1);
+
+	/* Subscribed at QoS 0: a QoS 1 record arrives at QoS 0. */
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "a", 1, 1, 0), 0);
+	assert_int_equal(next_qos(&S, "a"), 0);
+	/* A QoS 1 subscription that matches too: the highest one counts. */
+	assert_int_equal(session_subscribe(&ss, "q/x", 1, 0, &pid), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "b", 1, 1, 0), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "c", 1, 0, 0), 0);
+	assert_int_equal(next_qos(&S, "b"), 1);
+	assert_int_equal(next_qos(&S, "c"), 0); /* never raised */
+	/* Gone again: back to QoS 0, in a batch read too. */
+	assert_int_equal(session_unsubscribe(&ss, "q/x", 0, &pid), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "d", 1, 1, 0), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "e", 1, 1, 0), 0);
+	cshm_msg m[4];
+	assert_int_equal(cshm_next_many(S.cs, m, 4), 2);
+	assert_int_equal(m[0].qos, 0);
+	assert_int_equal(m[1].qos, 0);
+	assert_int_equal(cshm_release(S.cs), 0);
+	/* No subscription matches at all (a resumed session): as published. */
+	assert_int_equal(session_unsubscribe(&ss, "q/#", 0, &pid), 0);
+	assert_int_equal(cshm_publish_qos(P.cs, "q/x", 3, NULL, 0, "f", 1, 1, 0), 0);
+	assert_int_equal(next_qos(&S, "f"), 1);
+	assert_int_equal(P.ctl_errors + S.ctl_errors, 0);
+
+	shm_client_close(sb, bs);
+	shm_client_close(sb, bp);
+	shm_broker_destroy(sb);
+	conn_fini(&P);
+	conn_fini(&S);
+	session_fini(&ss);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_publish_receive_loan_inbound),
 		cmocka_unit_test(test_bad_control_messages),
 		cmocka_unit_test(test_reliable_log),
+		cmocka_unit_test(test_qos_capped_by_subscription),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

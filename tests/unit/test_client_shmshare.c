@@ -170,7 +170,7 @@ static shm_broker *mk(void)
 static void conn_init(fconn *c, const char *share, int slot)
 {
 	memset(c, 0, sizeof(*c));
-	c->cs = cshm_create();
+	c->cs = cshm_create(NULL);
 	assert_non_null(c->cs);
 	shimmy_fdq_init(&c->q);
 	c->page_fd = -1;
@@ -440,6 +440,113 @@ static void test_scribbled_page(void **state)
 	conn_fini(&B);
 }
 
+/* Publishes numbered (u32) QoS 1 records into P's reliable log "a/b"
+ * from *k on, until it is full (-EAGAIN) or max went in. Returns how many
+ * went in. */
+static int fill_reliable(fconn *p, uint32_t *k, int max)
+{
+	int n = 0, rc = 0;
+	while (n < max) {
+		rc = cshm_publish_qos(p->cs, "a/b", 3, NULL, 0, k, sizeof(*k), 1, 0);
+		if (rc != 0)
+			break;
+		(*k)++;
+		n++;
+	}
+	assert_true(rc == 0 || rc == -EAGAIN);
+	return n;
+}
+
+/* Claims everything there is as c, checking the numbers only grow (one
+ * cursor: nothing claimed twice). Returns how many. */
+static int claim_all(fconn *c, uint32_t *last)
+{
+	cshm_msg m;
+	int n = 0;
+	while (cshm_next(c->cs, &m) == 1) {
+		uint32_t k;
+		assert_int_equal(m.len, sizeof(k));
+		memcpy(&k, m.payload, sizeof(k));
+		assert_true(n == 0 && *last == UINT32_MAX ? 1 : k > *last);
+		*last = k;
+		assert_int_equal(cshm_release(c->cs), 0);
+		n++;
+	}
+	return n;
+}
+
+/* A group whose members all stop claiming holds a reliable writer back
+ * only until the reader timeout: the page is cut loose (entry FREE,
+ * READER_DROP, `readers cut`), its members go on claiming from it as from
+ * a lossy log, the loss counted, and once its cursor moves the page is
+ * tethered again, at the tail. */
+static void test_stuck_group_cut_loose_and_rejoins(void **state)
+{
+	(void)state;
+	shm_broker *sb = mk(); /* reader timeout 1000 ms */
+	fconn P, A;
+	conn_init(&P, NULL, 0);
+	conn_init(&A, "$share/g/a/#", 1);
+	shm_client *bp = shm_client_open(sb, &P), *ba = shm_client_open(sb, &A);
+	assert_true(bp && ba);
+	uint8_t buf[256];
+	int len = cshm_log_request(P.cs, "a/b", 3, 0, SHIMMY_CTL_F_RELIABLE, buf,
+				   sizeof(buf));
+	assert_true(len > 0);
+	assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)len), 0);
+	assert_int_equal(cshm_log_reliable(P.cs, "a/b", 3), 1);
+	assert_int_equal(A.attaches, 1);
+
+	/* A claims one, then stops: the group's cursor holds the writer. */
+	uint32_t k = 0, last = UINT32_MAX;
+	assert_int_equal(fill_reliable(&P, &k, 1), 1);
+	assert_int_equal(claim_all(&A, &last), 1);
+	int n1 = fill_reliable(&P, &k, 1 << 20);
+	assert_true(n1 > 1000);
+	assert_int_equal(fill_reliable(&P, &k, 1), 0);
+	shm_broker_tick(sb, 10000);
+	shm_broker_tick(sb, 10999);
+	assert_int_equal(stats(sb).readers_cut, 0);
+	assert_int_equal(fill_reliable(&P, &k, 1), 0);
+	/* Stuck for the timeout: cut loose; the writer goes on, laps it. */
+	shm_broker_tick(sb, 11000);
+	assert_int_equal(stats(sb).readers_cut, 1);
+	assert_int_equal(fill_reliable(&P, &k, 3 * n1), 3 * n1);
+	/* Still nobody claims: it stays cut, counted once. */
+	shm_broker_tick(sb, 20000);
+	assert_int_equal(stats(sb).readers_cut, 1);
+	assert_int_equal(A.detaches, 0);
+	assert_int_equal(fill_reliable(&P, &k, n1), n1);
+
+	/* A member claims again: what survived, the rest counted lost. */
+	int got = 1 + claim_all(&A, &last);
+	assert_true(got > 1 && got < 5 * n1);
+	assert_true(cshm_share_lost(A.cs) > 0);
+	assert_int_equal(got + cshm_share_lost(A.cs), k);
+	/* The cursor moved: tethered again at the tail (READER_ADD), and
+	 * the writer is held by the group once more. */
+	shm_broker_tick(sb, 21000);
+	assert_int_equal(stats(sb).readers_cut, 1);
+	int n2 = fill_reliable(&P, &k, 1 << 20);
+	assert_true(n2 > 1000 && n2 <= n1 + 64);
+	assert_int_equal(fill_reliable(&P, &k, 1), 0);
+	uint64_t lost = cshm_share_lost(A.cs);
+	assert_int_equal(claim_all(&A, &last), n2);
+	assert_int_equal(cshm_share_lost(A.cs), lost);
+	assert_int_equal(fill_reliable(&P, &k, 1), 1);
+	/* Claiming as it should: never cut. */
+	for (uint64_t t = 22000; t < 30000; t += 1000)
+		shm_broker_tick(sb, t);
+	assert_int_equal(stats(sb).readers_cut, 1);
+	assert_int_equal(P.ctl_errors + A.ctl_errors, 0);
+
+	shm_client_close(sb, ba);
+	shm_client_close(sb, bp);
+	shm_broker_destroy(sb);
+	conn_fini(&P);
+	conn_fini(&A);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -447,6 +554,7 @@ int main(void)
 		cmocka_unit_test(test_broker_claims_for_others),
 		cmocka_unit_test(test_publisher_gone_members_drain),
 		cmocka_unit_test(test_scribbled_page),
+		cmocka_unit_test(test_stuck_group_cut_loose_and_rejoins),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -47,7 +47,7 @@ static void group_init(struct group *g, uint32_t flags, uint64_t total)
 	assert_int_equal(shimmy_share_format(g->page, PG, g->ring, g->ring_len, 7), 0);
 	assert_int_equal(shimmy_ring_slot_set(g->ring, g->ring_len, 2,
 					      SHIMMY_RING_SLOT_ATTACHED, 7), 0);
-	assert_int_equal(shimmy_ring_writer_track(g->w, 2, g->page, PG, NULL), 0);
+	assert_int_equal(shimmy_ring_writer_track(g->w, 2, 7, g->page, PG, NULL), 0);
 	g->total = total;
 	g->seen = calloc(total + 1, 1);
 	atomic_store(&g->dup, 0);

@@ -89,7 +89,7 @@ static void test_seed_holds_reliable_writer(void **state)
 					    SHIMMY_RING_FROM_HEAD), 0);
 	assert_int_equal(shimmy_ring_slot_set(f.log, f.log_len, 3,
 					      SHIMMY_RING_SLOT_ATTACHED, 7), 0);
-	assert_int_equal(shimmy_ring_writer_track(w, 3, f.slot,
+	assert_int_equal(shimmy_ring_writer_track(w, 3, 7, f.slot,
 						  SHIMMY_RING_SLOT_SIZE, NULL), 0);
 	uint8_t pay[1000] = { 0 };
 	int n = 0, rc;
@@ -136,6 +136,76 @@ static void test_seed_holds_reliable_writer(void **state)
 					    SHIMMY_RING_SLOT_SIZE, 9, &pos,
 					    &tail), 0);
 	assert_int_equal(pos, tail);
+	shimmy_ring_reader_destroy(r);
+	shimmy_ring_writer_destroy(w);
+	fx_fini(&f);
+}
+
+/* A reader attached to a running reliable log is held for from the moment
+ * its entry is ATTACHED, before the writer has processed its READER_ADD
+ * (docs/shm-protocol.md §6). */
+static void test_attached_untracked_reader_is_not_lapped(void **state)
+{
+	(void)state;
+	struct fx f;
+	fx_init(&f);
+	shimmy_ring_writer *w;
+	assert_int_equal(shimmy_ring_writer_create(&w, f.log, f.log_len), 0);
+	uint8_t pay[1000] = { 0 };
+	int n, rc = 0;
+	/* Running: three laps with nobody attached. */
+	for (n = 0; n < 3 * (int)(CAP / 1024); n++)
+		assert_int_equal(shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay),
+						     1, 0, 0), 0);
+	/* The broker attaches a reader (seed, then ATTACHED) and its client
+	 * maps the log; the writer never hears READER_ADD. */
+	assert_int_equal(shimmy_tether_seed(f.log, f.log_len, f.slot,
+					    SHIMMY_RING_SLOT_SIZE, 5,
+					    SHIMMY_RING_FROM_TAIL), 0);
+	assert_int_equal(shimmy_ring_slot_set(f.log, f.log_len, 4,
+					      SHIMMY_RING_SLOT_ATTACHED, 5), 0);
+	shimmy_ring_reader *r;
+	assert_int_equal(shimmy_ring_reader_create(&r, f.log, f.log_len, f.slot,
+						   SHIMMY_RING_SLOT_SIZE, 4, 5,
+						   SHIMMY_RING_FROM_TAIL), 0);
+	/* The writer may fill what is free, never lap the reader. */
+	for (n = 0; n < 2 * (int)(CAP / 1024); n++) {
+		rc = shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay), 1, 0, 0);
+		if (rc)
+			break;
+	}
+	assert_int_equal(rc, -EAGAIN);
+	assert_true(n > 0 && (uint64_t)n * 1024 <= CAP);
+	shimmy_ring_msg m;
+	uint8_t buf[2048];
+	int got = 0;
+	while ((rc = shimmy_ring_receive(r, &m, buf, sizeof(buf))) == 1) {
+		assert_int_equal(m.lost, 0);
+		got++;
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(got, n);
+	assert_int_equal(shimmy_ring_reader_lost(r), 0);
+	/* Still unseen (it has read everything, but the writer cannot know):
+	 * no room, also when tracking the entry under a stale gen. */
+	assert_int_equal(shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay), 1, 0,
+					     0), -EAGAIN);
+	assert_int_equal(shimmy_ring_writer_track(w, 4, 4, f.slot,
+						  SHIMMY_RING_SLOT_SIZE, NULL), 0);
+	assert_int_equal(shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay), 1, 0,
+					     0), -EAGAIN);
+	/* READER_ADD processed: room again. */
+	assert_int_equal(shimmy_ring_writer_track(w, 4, 5, f.slot,
+						  SHIMMY_RING_SLOT_SIZE, NULL), 0);
+	assert_int_equal(shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay), 1, 0,
+					     0), 0);
+	/* Cut loose (DETACHED) or gone (FREE): nobody to wait for. */
+	shimmy_ring_writer_untrack(w, 4);
+	assert_int_equal(shimmy_ring_slot_set(f.log, f.log_len, 4,
+					      SHIMMY_RING_SLOT_DETACHED, 5), 0);
+	for (n = 0; n < 3 * (int)(CAP / 1024); n++)
+		assert_int_equal(shimmy_ring_publish(w, NULL, 0, pay, sizeof(pay),
+						     1, 0, 0), 0);
 	shimmy_ring_reader_destroy(r);
 	shimmy_ring_writer_destroy(w);
 	fx_fini(&f);
@@ -201,6 +271,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_check_needs_lag_and_stillness),
 		cmocka_unit_test(test_seed_holds_reliable_writer),
+		cmocka_unit_test(test_attached_untracked_reader_is_not_lapped),
 		cmocka_unit_test(test_seed_and_read_validate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
