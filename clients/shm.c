@@ -39,6 +39,8 @@ typedef struct cshm_rd {
 	char *topic;           /* binding; NULL for the inbound log */
 	uint16_t topic_len;
 	bool inbound;
+	bool reliable;         /* LOG_ATTACH said RELIABLE: the writer never
+				* laps this reader, so borrows are safe */
 	bool orphan;           /* from a dead broker connection */
 	shimmy_seg log, slot;
 	shimmy_ring_reader *r;
@@ -103,10 +105,16 @@ struct cshm {
 	shimmy_ring_msg borrow;
 	shimmy_ring_msg bulk[CSHM_BATCH_MAX]; /* cshm_next_many()'s loan */
 	unsigned bulk_n;       /* > 0: the loan is bulk[0..bulk_n) */
+	/* Messages of lossy logs are handed out from here: copied, then
+	 * checked for overrun, so none is ever seen torn (rd_copy_out). */
+	uint8_t *copy;
+	size_t copy_cap;
+	bool copy_out;         /* copy holds what was handed out */
 	cshm_wr *wrs;
 	cshm_wr *last_wr;      /* lookup cache */
 	uint32_t next_req;
-	uint64_t lost;
+	uint64_t lost;         /* by readers since freed, and dropped here;
+				* cshm_lost() adds the live readers' */
 	uint64_t detached;     /* LOG_DETACH reason 2 (cut loose, stuck) */
 	uint64_t release_id;   /* a cut-loose log owed a LOG_RELEASE */
 	bool release_pending;
@@ -236,6 +244,7 @@ static void rd_free(cshm *s, cshm_rd *rd)
 		s->borrow_rd = NULL;
 		s->bulk_n = 0;
 	}
+	s->lost += shimmy_ring_reader_lost(rd->r);
 	shimmy_ring_reader_destroy(rd->r);
 	shimmy_seg_unmap(&rd->slot);
 	shimmy_seg_unmap(&rd->log);
@@ -327,6 +336,7 @@ void cshm_destroy(cshm *s)
 		rd_free(s, s->rds);
 	cshare_set_destroy(s->shares);
 	close(s->efd);
+	free(s->copy);
 	free(s);
 }
 
@@ -342,7 +352,13 @@ int cshm_ready_session(const cshm *s)
 
 uint64_t cshm_lost(const cshm *s)
 {
-	return s ? s->lost : 0;
+	if (!s)
+		return 0;
+	/* The rings count exactly (gaps and overwritten borrows alike). */
+	uint64_t n = s->lost;
+	for (const cshm_rd *rd = s->rds; rd; rd = rd->next)
+		n += shimmy_ring_reader_lost(rd->r);
+	return n;
 }
 
 uint64_t cshm_detached(const cshm *s)
@@ -438,6 +454,7 @@ static int on_attach(cshm *s, const shimmy_ctl *m, int *fds)
 	if (!rd)
 		goto out_fds;
 	rd->inbound = m->flags & SHIMMY_CTL_F_INBOUND;
+	rd->reliable = !rd->inbound && (m->flags & SHIMMY_CTL_F_RELIABLE);
 	rd->log_id = m->log_id;
 	if (!rd->inbound) {
 		rd->topic = malloc((size_t)m->topic_len + 1);
@@ -926,9 +943,12 @@ static int split_inbound(const shimmy_ring_msg *rm, cshm_msg *m)
 /* Fills m[0..n) from the bulk loan of rd (a log bound to rd's topic). */
 static void bulk_fill(cshm *s, cshm_rd *rd, cshm_msg *m, unsigned n)
 {
+	/* One topic: one subscription cap for the whole batch. */
+	int cap = session_deliver_qos(s->subs, &rd->qos, rd->topic,
+				      rd->topic_len, 0, 2);
 	for (unsigned j = 0; j < n; j++) {
 		const shimmy_ring_msg *b = &s->bulk[j];
-		s->lost += b->lost;
+		int qos = (int)(b->flags & SHIMMY_MSG_QOS_MASK);
 		m[j] = (cshm_msg){
 			.topic = rd->topic,
 			.topic_len = rd->topic_len,
@@ -936,14 +956,82 @@ static void bulk_fill(cshm *s, cshm_rd *rd, cshm_msg *m, unsigned n)
 			.len = b->payload_len,
 			.props = b->props,
 			.props_len = b->props_len,
-			.qos = session_deliver_qos(
-				s->subs, &rd->qos, rd->topic, rd->topic_len, 0,
-				(int)(b->flags & SHIMMY_MSG_QOS_MASK)),
+			.qos = qos < cap ? qos : cap,
 			.retain = (b->flags & SHIMMY_MSG_RETAIN) != 0,
 		};
 	}
 	s->bulk_n = n;
 	s->borrow_rd = rd;
+}
+
+static const uint8_t *msg_start(const shimmy_ring_msg *v)
+{
+	return v->props < v->payload ? v->props : v->payload;
+}
+
+static const uint8_t *msg_end(const shimmy_ring_msg *v)
+{
+	return v->payload + v->payload_len;
+}
+
+/*
+ * A lossy log (QoS 0, or the inbound log) may lap a reader at any moment,
+ * also while the application reads a borrowed message. So its messages
+ * are handed out as a copy: rd's borrowed messages (s->borrow when n is
+ * 0, else s->bulk[0..n)) are copied, then released, which tells which of
+ * them were overwritten meanwhile (a prefix, counted lost by the ring).
+ * Consecutive records are contiguous except across the end of the
+ * ring, so the copy takes one memcpy per run. The survivors are rebased
+ * onto the copy and moved to the front. Returns how many survive, 0 when
+ * none does.
+ */
+static unsigned rd_copy_out(cshm *s, cshm_rd *rd, unsigned n)
+{
+	shimmy_ring_msg *v = n ? s->bulk : &s->borrow;
+	unsigned k = n ? n : 1;
+	size_t len = 0;
+	for (unsigned j = 0, r = 0; j < k; j++)
+		if (j + 1 == k || msg_start(&v[j + 1]) < msg_end(&v[j])) {
+			len += (size_t)(msg_end(&v[j]) - msg_start(&v[r]));
+			r = j + 1;
+		}
+	if (len > s->copy_cap) {
+		uint8_t *p = realloc(s->copy, len);
+		if (!p) {
+			/* Out of memory: the messages are dropped, as lost
+			 * (the ring counts those overwritten meanwhile). */
+			int st = n ? shimmy_ring_release_many(rd->r, v, k)
+				   : (shimmy_ring_release(rd->r, v) == -ESTALE);
+			s->lost += k - (unsigned)(st > 0 ? st : 0);
+			return 0;
+		}
+		s->copy = p;
+		s->copy_cap = len;
+	}
+	/* Views move by the offset of their run: saved per message in
+	 * props/payload once the run is copied. */
+	uint8_t *to = s->copy;
+	for (unsigned j = 0, r = 0; j < k; j++) {
+		if (j + 1 < k && msg_start(&v[j + 1]) >= msg_end(&v[j]))
+			continue;
+		const uint8_t *from = msg_start(&v[r]);
+		size_t run = (size_t)(msg_end(&v[j]) - from);
+		memcpy(to, from, run);
+		for (; r <= j; r++) {
+			v[r].props = to + (v[r].props - from);
+			v[r].payload = to + (v[r].payload - from);
+		}
+		to += run;
+	}
+	/* Release checks positions only, never the views. */
+	int stale = n ? shimmy_ring_release_many(rd->r, v, k)
+		      : (shimmy_ring_release(rd->r, v) == -ESTALE ? 1 : 0);
+	if (stale < 0)
+		stale = (int)k; /* cannot happen: our own borrow */
+	unsigned left = k - (unsigned)stale;
+	if (stale)
+		memmove(v, v + stale, left * sizeof(*v));
+	return left;
 }
 
 /* The next message of the logs read (see cshm_next), or, when max > 1,
@@ -952,7 +1040,7 @@ static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 {
 	if (!s || !s->rds)
 		return 0;
-	if (s->borrow_rd)
+	if (s->borrow_rd || s->copy_out)
 		return SHIMMY_ERR_BUSY;
 	unsigned n = 0;
 	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
@@ -964,20 +1052,29 @@ static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 		int rc;
 		if (max > 1 && !rd->inbound) {
 			rc = shimmy_ring_borrow_many(rd->r, s->bulk, max);
+			if (rc > 0 && !rd->reliable) {
+				rc = (int)rd_copy_out(s, rd, (unsigned)rc);
+				if (rc == 0)
+					continue; /* all overwritten: try again */
+			}
 			if (rc > 0) {
 				bulk_fill(s, rd, m, (unsigned)rc);
 				s->cursor = next;
+				if (!rd->reliable) {
+					s->bulk_n = 0;
+					s->borrow_rd = NULL;
+					s->copy_out = true;
+				}
 				return rc;
 			}
 		} else if ((rc = shimmy_ring_borrow(rd->r, &s->borrow)) == 1) {
 			memset(m, 0, sizeof(*m));
-			s->lost += s->borrow.lost;
+			if (!rd->reliable && rd_copy_out(s, rd, 0) == 0)
+				continue; /* overwritten while copied: lost */
 			if (rd->inbound) {
-				if (split_inbound(&s->borrow, m) < 0) {
-					/* Not the broker's format: skip it. */
-					shimmy_ring_release(rd->r, &s->borrow);
-					continue;
-				}
+				if (split_inbound(&s->borrow, m) < 0)
+					continue; /* not the broker's format:
+						   * skip it (copied, released) */
 			} else {
 				m->topic = rd->topic;
 				m->topic_len = rd->topic_len;
@@ -994,7 +1091,10 @@ static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 							     rd->topic_len, 0,
 							     m->qos);
 			m->retain = (s->borrow.flags & SHIMMY_MSG_RETAIN) != 0;
-			s->borrow_rd = rd;
+			if (rd->reliable)
+				s->borrow_rd = rd;
+			else
+				s->copy_out = true; /* released already */
 			s->cursor = next;
 			return 1;
 		}
@@ -1046,6 +1146,8 @@ int cshm_release(cshm *s)
 		cshare_release(s->shares); /* claimed: nothing to give back */
 		return 0;
 	}
+	if (s)
+		s->copy_out = false; /* checked before it was handed out */
 	cshm_rd *rd = s ? s->borrow_rd : NULL;
 	if (!rd)
 		return 0;
@@ -1053,15 +1155,9 @@ int cshm_release(cshm *s)
 	if (s->bulk_n) {
 		int stale = shimmy_ring_release_many(rd->r, s->bulk, s->bulk_n);
 		s->bulk_n = 0;
-		if (stale <= 0)
-			return stale;
-		s->lost += (unsigned)stale;
-		return -ESTALE;
+		return stale > 0 ? -ESTALE : stale;
 	}
-	int rc = shimmy_ring_release(rd->r, &s->borrow);
-	if (rc == -ESTALE)
-		s->lost++;
-	return rc;
+	return shimmy_ring_release(rd->r, &s->borrow);
 }
 
 void cshm_set_batch(cshm *s, uint32_t n)

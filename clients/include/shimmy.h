@@ -35,9 +35,13 @@
  *    broker, which attaches it anew at the log's tail.
  *  - Received messages come from the logs of the publishers the
  *    subscriptions match and from the client's inbound log (what the
- *    broker delivers: TCP publishers, retained messages, wills); the
- *    message views point into the ring until released. Lapped messages
- *    count in SHIMMY_STAT_LOST_MSGS.
+ *    broker delivers: TCP publishers, retained messages, wills). Views of
+ *    a reliable log's messages point into the ring until released (zero
+ *    copy: its writer does not overwrite them). A lossy log (QoS 0, and
+ *    the inbound log) may lap a reader at any moment, so its messages are
+ *    copied out and checked before they are handed out: a message is
+ *    delivered intact or not at all, never torn. Lapped messages count in
+ *    SHIMMY_STAT_LOST_MSGS, exactly: delivered + lost = published.
  *  - Blocking receives spin for the broker's shimmy_shm_spin_us
  *    (SHIMMY_SHM_SPIN_US overrides) before sleeping; shimmy_client_fd()
  *    also becomes readable through a doorbell-forwarding thread. Blocking
