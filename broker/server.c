@@ -178,7 +178,6 @@ typedef struct srv_loop {
 	size_t linger_count;
 	uint64_t last_event_us; /* busy polling */
 	uint32_t poll_us;	/* adaptive polling window, 0..adaptive_poll_us */
-	bool polling;		/* the last turn polled instead of sleeping */
 	uint64_t kick_mask;	/* loops this one must wake when it unlocks */
 	/* Guarded by the core lock. */
 	srv_conn *fq_head, *fq_tail;
@@ -1325,10 +1324,12 @@ static int loop_run(srv_loop *loop)
 	 *  - shimmy_busy_poll_us N: poll for N us after every event (burns
 	 *    a core while traffic flows; off by default);
 	 *  - shimmy_adaptive_poll_us M (default 50): like KVM's halt
-	 *    polling, the window adapts between 0 and M. A blocking sleep
-	 *    that ended within M doubles it (request/response traffic:
-	 *    the next message comes soon); a window polled through without
-	 *    an event halves it. Traffic with gaps above M never polls. */
+	 *    polling, the window adapts between 0 and M to the gaps between
+	 *    events. A sleep whose event came within M of the last one
+	 *    doubles it (request/response traffic: the window was too short
+	 *    to catch the next message); a gap longer than M, or a sleep
+	 *    that timed out, halves it. Traffic with gaps above M, and an
+	 *    idle broker, never poll. */
 	loop_lock(loop);
 	while (!s->stop) {
 		loop_adopt_inbox(loop);
@@ -1344,12 +1345,8 @@ static int loop_run(srv_loop *loop)
 		uint32_t adapt_max = s->cfg->adaptive_poll_us;
 		uint32_t win = spin_us ? spin_us : loop->poll_us;
 		uint64_t now_us = mono_us();
-		bool poll = win && now_us - loop->last_event_us < win;
-		if (poll)
+		if (win && now_us - loop->last_event_us < win)
 			timeout = 0;
-		else if (loop->polling && !spin_us)
-			loop->poll_us /= 2; /* polled a whole window for nothing */
-		loop->polling = poll;
 		if (loop->fq_head || loop->inbox)
 			timeout = 0;
 		loop->sleeping = timeout != 0;
@@ -1362,12 +1359,17 @@ static int loop_run(srv_loop *loop)
 			broker_shm_disarm(s->b);
 		if (n > 0) {
 			uint64_t t = mono_us();
-			if (timeout != 0 && !spin_us && adapt_max &&
-			    t - now_us < adapt_max) {
-				uint32_t w = loop->poll_us ? loop->poll_us * 2 : 8;
-				loop->poll_us = w > adapt_max ? adapt_max : w;
+			if (timeout != 0 && !spin_us && adapt_max) {
+				if (t - loop->last_event_us < adapt_max) {
+					uint32_t w = loop->poll_us ? loop->poll_us * 2 : 8;
+					loop->poll_us = w > adapt_max ? adapt_max : w;
+				} else {
+					loop->poll_us /= 2;
+				}
 			}
 			loop->last_event_us = t;
+		} else if (n == 0 && timeout != 0) {
+			loop->poll_us /= 2;
 		}
 		if (n < 0) {
 			if (werr == EINTR)

@@ -182,5 +182,37 @@ class TestBackpressure(h.BrokerTestCase):
         self.assertIn("is not reading its messages fast enough", self.broker.log())
 
 
+def cpu_ticks(pid):
+    """utime + stime of a process, in clock ticks."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@unittest.skipIf(h.is_mosquitto(), "adaptive polling is Shimmy's")
+class TestAdaptivePolling(h.BrokerTestCase):
+    """Request/response traffic makes the loops poll between events
+    (shimmy_adaptive_poll_us, on by default); once the traffic stops, an
+    idle broker must go back to sleeping, not burn a core."""
+    CONF = "shimmy_threads 2\n"
+
+    def test_idle_after_round_trips_sleeps(self):
+        topic = h.uniq("rr/")
+        c = self.raw()
+        self.assertEqual(c.connect(h.uniq("rr"))[1], 0)
+        c.subscribe([(topic, 0)])
+        for k in range(2000):
+            c.send(h.pk_publish(topic, b"%06d" % k))
+            m = h.parse_publish(c.recv_type(h.PUBLISH, timeout=10))
+            self.assertEqual(m["payload"], b"%06d" % k)
+        time.sleep(0.5)  # windows shrink on the first long gap
+        pid = self.broker.proc.pid
+        t0 = cpu_ticks(pid)
+        time.sleep(3)
+        used = cpu_ticks(pid) - t0
+        # A polling loop would use about 300 ticks (a core for 3 s).
+        self.assertLessEqual(used, 10, "idle broker used %d ticks in 3 s" % used)
+
+
 if __name__ == "__main__":
     unittest.main()
