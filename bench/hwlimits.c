@@ -213,69 +213,6 @@ out:
 	return r;
 }
 
-/* One stream of count writes of len bytes, child -> parent over loopback
- * TCP. Reports the receiver's GB/s (p50 etc. not applicable). */
-static result run_tcp(const char *name, size_t len, uint64_t count)
-{
-	result r = { name, 0, -1, -1, -1, -1 };
-	struct sockaddr_in sa = { .sin_family = AF_INET,
-				  .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-	socklen_t sl = sizeof(sa);
-	uint8_t *buf = NULL;
-	int ls = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (ls < 0 || bind(ls, (struct sockaddr *)&sa, sizeof(sa)) < 0 ||
-	    listen(ls, 1) < 0 || getsockname(ls, (struct sockaddr *)&sa, &sl) < 0)
-		goto out;
-	pid_t pid = fork();
-	if (pid < 0)
-		goto out;
-	if (pid == 0) {
-		pin(1);
-		int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-		uint8_t *src = malloc(len);
-		if (fd < 0 || !src ||
-		    connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
-			_exit(1);
-		memset(src, 0x5a, len);
-		for (uint64_t i = 0; i < count; i++) {
-			for (size_t off = 0; off < len;) {
-				ssize_t w = write(fd, src + off, len - off);
-				if (w <= 0)
-					_exit(1);
-				off += (size_t)w;
-			}
-		}
-		_exit(0);
-	}
-	pin(0);
-	int fd = accept(ls, NULL, NULL);
-	buf = malloc(1u << 20);
-	uint64_t got = 0, t0 = 0;
-	if (fd >= 0 && buf) {
-		for (;;) {
-			ssize_t n = read(fd, buf, 1u << 20);
-			if (n <= 0)
-				break;
-			if (!t0)
-				t0 = proc_now_ns();
-			got += (uint64_t)n;
-		}
-		uint64_t t1 = proc_now_ns();
-		if (got == len * count && t1 > t0) {
-			r.iters = count;
-			r.gb_per_s = (double)got / (double)(t1 - t0);
-		}
-	}
-	if (fd >= 0)
-		close(fd);
-	waitpid(pid, NULL, 0);
-out:
-	free(buf);
-	if (ls >= 0)
-		close(ls);
-	return r;
-}
-
 /* A loopback TCP listener on an ephemeral port; its address in *sa. */
 static int tcp_listen(struct sockaddr_in *sa)
 {
@@ -314,6 +251,70 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 		len -= (size_t)w;
 	}
 	return 0;
+}
+
+/* Reads fd to EOF, 1 MiB at a time, into r: GB/s from the first byte to
+ * EOF, when exactly len * count bytes came. */
+static void read_stream(int fd, size_t len, uint64_t count, result *r)
+{
+	uint8_t *buf = malloc(1u << 20);
+	uint64_t got = 0, t0 = 0;
+	ssize_t n;
+	if (!buf)
+		return;
+	while ((n = read(fd, buf, 1u << 20)) > 0) {
+		if (!t0)
+			t0 = proc_now_ns();
+		got += (uint64_t)n;
+	}
+	uint64_t t1 = proc_now_ns();
+	if (got == len * count && t1 > t0) {
+		r->iters = count;
+		r->gb_per_s = (double)got / (double)(t1 - t0);
+	}
+	free(buf);
+}
+
+/* The writer process: count writes of len bytes to a connection to sa. */
+static void writer_main(const struct sockaddr_in *sa, size_t len, uint64_t count)
+{
+	int fd = tcp_connect(sa);
+	uint8_t *src = malloc(len);
+	if (fd < 0 || !src)
+		_exit(1);
+	memset(src, 0x5a, len);
+	for (uint64_t i = 0; i < count; i++)
+		if (write_all(fd, src, len) < 0)
+			_exit(1);
+	_exit(0);
+}
+
+/* One stream of count writes of len bytes, child -> parent over loopback
+ * TCP, the two pinned to different CPUs. Reports the receiver's GB/s
+ * (p50 etc. not applicable). */
+static result run_tcp(const char *name, size_t len, uint64_t count)
+{
+	result r = { name, 0, -1, -1, -1, -1 };
+	struct sockaddr_in sa;
+	int ls = tcp_listen(&sa);
+	if (ls < 0)
+		return r;
+	pid_t pid = fork();
+	if (pid == 0) {
+		pin(1);
+		writer_main(&sa, len, count);
+	}
+	if (pid > 0) {
+		pin(0);
+		int fd = accept(ls, NULL, NULL);
+		if (fd >= 0) {
+			read_stream(fd, len, count, &r);
+			close(fd);
+		}
+		waitpid(pid, NULL, 0);
+	}
+	close(ls);
+	return r;
 }
 
 /* The relay process: forwards everything from in to out until EOF, with
@@ -359,7 +360,6 @@ static result run_relay(const char *name, size_t len, uint64_t count,
 	struct sockaddr_in sa_in, sa_out;
 	int ls_in = tcp_listen(&sa_in), ls_out = tcp_listen(&sa_out);
 	pid_t relay = -1, writer = -1;
-	uint8_t *buf = NULL;
 	if (ls_in < 0 || ls_out < 0)
 		goto out;
 	relay = fork();
@@ -371,37 +371,15 @@ static result run_relay(const char *name, size_t len, uint64_t count,
 		relay_main(in, out, use_splice);
 	}
 	writer = relay < 0 ? -1 : fork();
-	if (writer == 0) {
-		int fd = tcp_connect(&sa_in);
-		uint8_t *src = malloc(len);
-		if (fd < 0 || !src)
-			_exit(1);
-		memset(src, 0x5a, len);
-		for (uint64_t i = 0; i < count; i++)
-			if (write_all(fd, src, len) < 0)
-				_exit(1);
-		_exit(0);
-	}
+	if (writer == 0)
+		writer_main(&sa_in, len, count);
 	if (writer < 0)
 		goto out;
 	int fd = accept(ls_out, NULL, NULL);
-	buf = malloc(1u << 20);
-	uint64_t got = 0, t0 = 0;
-	if (fd >= 0 && buf) {
-		ssize_t n;
-		while ((n = read(fd, buf, 1u << 20)) > 0) {
-			if (!t0)
-				t0 = proc_now_ns();
-			got += (uint64_t)n;
-		}
-		uint64_t t1 = proc_now_ns();
-		if (got == len * count && t1 > t0) {
-			r.iters = count;
-			r.gb_per_s = (double)got / (double)(t1 - t0);
-		}
-	}
-	if (fd >= 0)
+	if (fd >= 0) {
+		read_stream(fd, len, count, &r);
 		close(fd);
+	}
 out:
 	if (relay > 0) {
 		if (writer < 0)
@@ -410,7 +388,6 @@ out:
 	}
 	if (writer > 0)
 		waitpid(writer, NULL, 0);
-	free(buf);
 	if (ls_in >= 0)
 		close(ls_in);
 	if (ls_out >= 0)
