@@ -566,11 +566,11 @@ static void commit_rec(shimmy_ring_writer *w, uint64_t pos, uint64_t seq,
 {
 	struct rec_hdr *h = rec_at(&w->v, pos);
 
-	h->seq = seq;
-	h->flags = flags;
-	h->props_len = plen;
-	h->payload_len = ylen;
-	h->rec_len = rlen;
+	SHM_ST(&h->seq, seq);
+	SHM_ST(&h->flags, flags);
+	SHM_ST(&h->props_len, plen);
+	SHM_ST(&h->payload_len, ylen);
+	SHM_ST(&h->rec_len, rlen);
 	/* Release pairs with the acquire load of commit in ring_rec_peek():
 	 * publishes the header fields above and the record's bytes. */
 	atomic_store_explicit(&h->commit, pos | REC_COMMITTED,
@@ -583,9 +583,9 @@ static void commit_short(shimmy_ring_writer *w, uint64_t pos, uint64_t seq,
 {
 	struct rec_short *h = (struct rec_short *)(void *)rec_at(&w->v, pos);
 
-	h->meta = seq | (uint64_t)ylen << REC_M_LEN_SHIFT |
-		  (uint64_t)(flags & REC_F_QOS) << REC_M_QOS_SHIFT |
-		  (flags & REC_F_RETAIN ? REC_M_RETAIN : 0);
+	SHM_ST(&h->meta, seq | (uint64_t)ylen << REC_M_LEN_SHIFT |
+				 (uint64_t)(flags & REC_F_QOS) << REC_M_QOS_SHIFT |
+				 (flags & REC_F_RETAIN ? REC_M_RETAIN : 0));
 	/* Release pairs with the acquire load of commit in ring_rec_peek():
 	 * publishes meta and the payload bytes. */
 	atomic_store_explicit(&h->commit, pos | REC_COMMITTED | REC_C_SHORT,

@@ -179,6 +179,10 @@ struct slot_page {
 /* Single-fetch loads of plain fields in shared memory another process may
  * change under us: the compiler may not re-read them (no double fetch). */
 #define SHM_LD(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+/* The writer's side of the same fields: readers may load them while they
+ * are rewritten for a later lap (they validate after), so the stores are
+ * atomic too (plain moves on x86-64 and aarch64). */
+#define SHM_ST(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
 
 /* A validated view of a ring region, copied out of the header once, so
  * later header writes by a hostile writer change nothing we rely on. */
