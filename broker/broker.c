@@ -2974,6 +2974,11 @@ void *broker_conn_io(const broker_conn *c)
 	return c->io;
 }
 
+broker_transport broker_conn_transport(const broker_conn *c)
+{
+	return c->transport;
+}
+
 broker_conn *broker_next_dirty(broker *b)
 {
 	broker_conn *c = b->dirty_head;

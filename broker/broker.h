@@ -41,6 +41,7 @@ typedef struct broker_conn broker_conn;
 typedef enum broker_transport {
 	BROKER_TRANSPORT_TCP = 1,
 	BROKER_TRANSPORT_UNIX = 2,
+	BROKER_TRANSPORT_WS = 3, /* MQTT over WebSockets (broker/ws.h) */
 } broker_transport;
 
 /* broker_conn_flags() bits. */
@@ -128,6 +129,9 @@ unsigned broker_conn_flags(const broker_conn *c);
 
 /* The io_ctx given to broker_conn_open(). */
 void *broker_conn_io(const broker_conn *c);
+
+/* The transport given to broker_conn_open(). */
+broker_transport broker_conn_transport(const broker_conn *c);
 
 /*
  * Pops the next conn that gained output or WANT_CLOSE since it was last

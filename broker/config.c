@@ -358,6 +358,27 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 					 ln->args[0]);
 		return 0;
 	}
+	if (strcmp(k, "protocol") == 0) {
+		if ((rc = want_args(log, pos, ln, 1, 1)) < 0)
+			return rc;
+		cfg_listener *l = last_listener(cfg);
+		if (!l)
+			return cfg_error(log, pos,
+					 "protocol must follow a listener");
+		if (strcmp(ln->args[0], "mqtt") == 0) {
+			l->protocol = CFG_PROTOCOL_MQTT;
+		} else if (strcmp(ln->args[0], "websockets") == 0) {
+			if (l->kind != CFG_LISTENER_TCP)
+				return cfg_error(log, pos,
+						 "protocol websockets needs a TCP listener, not a unix socket");
+			l->protocol = CFG_PROTOCOL_WEBSOCKETS;
+		} else {
+			return cfg_error(log, pos,
+					 "protocol must be mqtt or websockets, not '%s'",
+					 ln->args[0]);
+		}
+		return 0;
+	}
 	if (strcmp(k, "shimmy_socket_mode") == 0) {
 		if ((rc = want_args(log, pos, ln, 1, 1)) < 0)
 			return rc;

@@ -30,6 +30,12 @@ typedef enum cfg_family {
 	CFG_FAMILY_IPV6 = 6,
 } cfg_family;
 
+/* What a listener speaks (`protocol`). */
+typedef enum cfg_protocol {
+	CFG_PROTOCOL_MQTT = 0,       /* MQTT on the socket (default) */
+	CFG_PROTOCOL_WEBSOCKETS = 1, /* MQTT over WebSockets (TCP only) */
+} cfg_protocol;
+
 /* cfg_listener.flags bits. */
 enum {
 	/* Built-in default: failing to open it is a warning, not fatal. */
@@ -39,6 +45,7 @@ enum {
 typedef struct cfg_listener {
 	cfg_listener_kind kind;
 	cfg_family family;     /* TCP: socket_domain */
+	cfg_protocol protocol; /* TCP: protocol */
 	unsigned flags;        /* CFG_LISTENER_* */
 	uint16_t port;
 	char address[256];     /* TCP: bind address, "" = all (v4 and v6) */

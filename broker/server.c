@@ -25,6 +25,12 @@
  * deals connections out round-robin through the loops' inboxes), the
  * signals, the shm eventfd and the core's timers (broker_tick).
  *
+ * WebSocket listeners: loop 0 accepts and counts as for TCP, then gives
+ * the socket to the WS thread (ws_adopt), which owns the connection. That
+ * thread takes the core lock through s->ws_loop, a srv_loop that only
+ * wakes the loops it gave work to; dirty WS conns go to ws_conn_dirty()
+ * instead of a flush queue.
+ *
  * Loop turn (lock held except where noted):
  *   adopt inbox -> epoll_wait (unlocked)
  *   -> dispatch events (accept, read+input, write, wake, signals)
@@ -64,6 +70,7 @@
 #include <unistd.h>
 
 #include "broker/broker.h"
+#include "broker/ws.h"
 
 #define SRV_MAX_SOCKS (CFG_MAX_LISTENERS * 4) /* v4+v6, getaddrinfo sets */
 #define SRV_RBUF_SIZE (256u * 1024) /* each loop's shared read buffer */
@@ -205,6 +212,12 @@ struct server {
 	unsigned loop_count;
 	unsigned next_loop;   /* round-robin for accepted conns */
 	uint64_t next_tick_ms;
+	/* WebSocket listeners' connections run on the WS thread (ws.h);
+	 * NULL without such listeners. ws_loop stands for that thread in
+	 * loop_lock/loop_unlock/process_dirty: it is no loop of its own
+	 * (nothing is ever queued on it), only the waker of others. */
+	ws_server *ws;
+	srv_loop ws_loop;
 	bool stop;
 	int run_err;          /* first fatal loop error, negative errno */
 };
@@ -746,6 +759,10 @@ static void process_dirty(srv_loop *loop)
 {
 	broker_conn *bc;
 	while ((bc = broker_next_dirty(loop->s->b))) {
+		if (broker_conn_transport(bc) == BROKER_TRANSPORT_WS) {
+			ws_conn_dirty(loop->s->ws, broker_conn_io(bc));
+			continue;
+		}
 		srv_conn *c = broker_conn_io(bc);
 		if (c && c->bc == bc)
 			fq_push(loop, c);
@@ -894,26 +911,38 @@ static void loop_adopt_inbox(srv_loop *loop)
 	}
 }
 
-/* Loop 0, lock held: gives fd to the next loop in turn. */
+/* Loop 0, lock held: deal_conn() is out of memory for fd. */
+static void deal_drop(server *s, srv_listener *l, int fd, const char *peer)
+{
+	log_write(s->log, LOG_ERR, "Dropping connection from %s: out of memory.",
+		  peer);
+	close(fd);
+	l->conn_count--;
+	s->conn_count--;
+}
+
+/* Loop 0, lock held: gives fd to the next loop in turn (WebSocket
+ * listeners' to the WS thread). */
 static void deal_conn(srv_loop *loop0, srv_listener *l, int fd,
 		      const char *peer)
 {
 	server *s = loop0->s;
-	srv_loop *to = &s->loops[s->next_loop];
-	s->next_loop = (s->next_loop + 1) % s->loop_count;
 	l->conn_count++;
 	s->conn_count++;
+	if (l->transport == BROKER_TRANSPORT_WS) {
+		if (ws_adopt(s->ws, fd, peer, l) < 0)
+			deal_drop(s, l, fd, peer);
+		return;
+	}
+	srv_loop *to = &s->loops[s->next_loop];
+	s->next_loop = (s->next_loop + 1) % s->loop_count;
 	if (to == loop0) {
 		conn_adopt(loop0, l, fd, peer);
 		return;
 	}
 	srv_accepted *a = malloc(sizeof(*a));
 	if (!a) {
-		log_write(s->log, LOG_ERR,
-			  "Dropping connection from %s: out of memory.", peer);
-		close(fd);
-		l->conn_count--;
-		s->conn_count--;
+		deal_drop(s, l, fd, peer);
 		return;
 	}
 	a->fd = fd;
@@ -959,7 +988,7 @@ static void listener_accept(srv_loop *loop0, srv_listener *l)
 			close(fd);
 			continue;
 		}
-		if (l->transport == BROKER_TRANSPORT_TCP)
+		if (l->transport != BROKER_TRANSPORT_UNIX)
 			log_write(s->log, LOG_NOTICE,
 				  "New connection from %s on port %u.", peer,
 				  l->port);
@@ -1016,13 +1045,16 @@ static int tcp_socket(const struct sockaddr *sa, socklen_t salen)
 static int open_tcp_addr(server *s, const cfg_listener *cl,
 			 const struct sockaddr *sa, socklen_t salen)
 {
+	bool ws = cl->protocol == CFG_PROTOCOL_WEBSOCKETS;
 	const char *fam = sa->sa_family == AF_INET6 ? "ipv6" : "ipv4";
-	log_write(s->log, LOG_NOTICE, "Opening %s listen socket on port %u.",
-		  fam, cl->port);
+	log_write(s->log, LOG_NOTICE, "Opening %s%s listen socket on port %u.",
+		  ws ? "websockets " : "", fam, cl->port);
 	int fd = tcp_socket(sa, salen);
 	if (fd < 0)
 		return fd;
-	int rc = listener_register(s, fd, BROKER_TRANSPORT_TCP, cl);
+	int rc = listener_register(s, fd,
+				   ws ? BROKER_TRANSPORT_WS : BROKER_TRANSPORT_TCP,
+				   cl);
 	if (rc < 0)
 		close(fd);
 	return rc;
@@ -1171,8 +1203,66 @@ out_close:
 	return rc;
 }
 
+/* ---- the WS thread's hooks (ws.h), called on that thread ---- */
+
+static void ws_host_lock(void *ctx)
+{
+	server *s = ctx;
+	loop_lock(&s->ws_loop);
+}
+
+static void ws_host_unlock(void *ctx)
+{
+	server *s = ctx;
+	loop_unlock(&s->ws_loop);
+}
+
+static uint64_t ws_host_now(void *ctx)
+{
+	return core_clock(ctx);
+}
+
+static void ws_host_dispatch(void *ctx)
+{
+	server *s = ctx;
+	process_dirty(&s->ws_loop);
+}
+
+static void ws_host_gone(void *listener, void *ctx)
+{
+	server *s = ctx;
+	srv_listener *l = listener;
+	l->conn_count--;
+	s->conn_count--;
+}
+
+/* Creates the WebSocket transport if a listener needs it. 0 or -ENOMEM. */
+static int server_ws_create(server *s)
+{
+	bool need = false;
+	for (int i = 0; i < s->cfg->listener_count; i++)
+		if (s->cfg->listeners[i].kind == CFG_LISTENER_TCP &&
+		    s->cfg->listeners[i].protocol == CFG_PROTOCOL_WEBSOCKETS)
+			need = true;
+	if (!need || s->ws)
+		return 0;
+	const ws_host host = {
+		.lock = ws_host_lock,
+		.unlock = ws_host_unlock,
+		.now_ms = ws_host_now,
+		.dispatch = ws_host_dispatch,
+		.gone = ws_host_gone,
+		.ctx = s,
+	};
+	s->ws = ws_create(s->b, s->log, &host);
+	return s->ws ? 0 : -ENOMEM;
+}
+
 int server_listen(server *s)
 {
+	int wrc = server_ws_create(s);
+	if (wrc < 0)
+		return wrc;
 	for (int i = 0; i < s->cfg->listener_count; i++) {
 		const cfg_listener *cl = &s->cfg->listeners[i];
 		if (cl->kind == CFG_LISTENER_TCP) {
@@ -1209,6 +1299,8 @@ static void stop_locked(server *s, srv_loop *from)
 	s->stop = true;
 	for (unsigned i = 0; i < s->loop_count; i++)
 		loop_post_wake(from, &s->loops[i]);
+	if (s->ws)
+		ws_stop(s->ws);
 }
 
 /* Loop 0, lock held. */
@@ -1442,6 +1534,13 @@ int server_run(server *s)
 		}
 		loop->started = true;
 	}
+	if (rc == 0 && s->ws) {
+		rc = ws_start(s->ws);
+		if (rc < 0)
+			log_write(s->log, LOG_ERR,
+				  "Error: cannot start the WebSocket thread: %s.",
+				  strerror(-rc));
+	}
 	if (rc == 0) {
 		if (s->loop_count > 1)
 			log_write(s->log, LOG_INFO, "Running %u worker threads.",
@@ -1458,6 +1557,10 @@ int server_run(server *s)
 		pthread_join(s->loops[i].thread, NULL);
 		s->loops[i].started = false;
 	}
+	if (s->ws) {
+		ws_stop(s->ws);
+		ws_join(s->ws);
+	}
 	return rc ? rc : s->run_err;
 }
 
@@ -1466,6 +1569,8 @@ void server_stop(server *s)
 	pthread_mutex_lock(&s->lock);
 	s->stop = true;
 	pthread_mutex_unlock(&s->lock);
+	if (s->ws)
+		ws_stop(s->ws);
 	for (unsigned i = 0; i < s->loop_count; i++) {
 		uint64_t one = 1;
 		ssize_t w = write(s->loops[i].wakefd, &one, sizeof(one));
@@ -1522,6 +1627,7 @@ server *server_create(broker_cfg *cfg, shimmy_log *log,
 	s->reload_ctx = ctx;
 	s->sig_h.kind = SRV_SIGNAL;
 	s->sigfd = -1;
+	s->ws_loop.s = s;
 	pthread_mutex_init(&s->lock, NULL);
 	int rc;
 
@@ -1634,6 +1740,7 @@ void server_destroy(server *s)
 	s->listener_count = 0;
 	/* No wills on shutdown: the core frees its conns in broker_destroy(),
 	 * so just drop the transports. */
+	ws_destroy(s->ws);
 	for (unsigned i = 0; i < s->loop_count; i++)
 		loop_fini(&s->loops[i]);
 	broker_destroy(s->b);

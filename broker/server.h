@@ -11,6 +11,9 @@
  * broker core is shared and every call into it holds the server's core
  * lock, which loops drop around syscalls that move data or sleep. Loop 0
  * also owns listeners, signals, the shm eventfd and the core's timers.
+ * Connections of `protocol websockets` listeners are the exception: loop 0
+ * accepts them and hands them to the WebSocket thread (broker/ws.h), which
+ * owns them and takes the same core lock.
  * server_create() blocks SIGTERM, SIGINT and SIGHUP in the calling thread
  * (create it before starting any other thread; the workers inherit the
  * mask) and ignores SIGPIPE process-wide.

@@ -5,7 +5,7 @@
 # peers (mosquitto, paho) and tools the test suite drives.
 set -eu
 
-RUN_PKGS="build-essential cmake pkg-config libssl-dev"
+RUN_PKGS="build-essential cmake pkg-config libssl-dev libwebsockets-dev"
 TEST_PKGS="$RUN_PKGS clang libclang-rt-14-dev libcmocka-dev mosquitto mosquitto-clients
 libpaho-mqtt-dev python3 python3-paho-mqtt iproute2 procps librdkafka-dev gnuplot-nox"
 

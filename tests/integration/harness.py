@@ -15,7 +15,8 @@ Contents:
   pk_*         raw MQTT packet builder (hand-built bytes, independent of the
                project's codec) and a small parser for what the broker sends.
   RawClient    blocking socket client for byte-level and bad-input tests.
-  PahoClient   thin synchronous wrapper over python3-paho-mqtt (v3.1.1 / v5).
+  PahoClient   thin synchronous wrapper over python3-paho-mqtt (v3.1.1 / v5;
+               transport="websockets" for MQTT over WebSockets).
   main()       unittest entry point, verbose, prints broker logs on failure.
 
 Also a command-line mode used by ctest for non-Python tests:
@@ -576,15 +577,17 @@ class PahoClient:
 
     def __init__(self, port, client_id="", version=V311, clean=True, clean_start=True,
                  session_expiry=None, keepalive=60, will=None, max_inflight=20,
-                 username=None, password=None):
+                 username=None, password=None, transport="tcp"):
         mqtt = _paho()
         self.mqtt = mqtt
         self.version = version
         proto = mqtt.MQTTv5 if version == V5 else mqtt.MQTTv311
         if version == V5:
-            self.c = mqtt.Client(client_id=client_id, protocol=proto)
+            self.c = mqtt.Client(client_id=client_id, protocol=proto,
+                                 transport=transport)
         else:
-            self.c = mqtt.Client(client_id=client_id, clean_session=clean, protocol=proto)
+            self.c = mqtt.Client(client_id=client_id, clean_session=clean, protocol=proto,
+                                 transport=transport)
         self.c.max_inflight_messages_set(max_inflight)
         self.c.max_queued_messages_set(0)
         self.msgs = queue.Queue()

@@ -275,6 +275,26 @@ static void test_invalid_values(void **state)
 	}
 }
 
+static void test_protocol(void **state)
+{
+	fixture *f = *state;
+	assert_int_equal(parse_text(f, "listener 1883\nlistener 8080\n"
+				       "protocol websockets\nlistener 1884\n"
+				       "protocol mqtt\n"), 0);
+	assert_int_equal(f->cfg.listeners[0].protocol, CFG_PROTOCOL_MQTT);
+	assert_int_equal(f->cfg.listeners[1].protocol, CFG_PROTOCOL_WEBSOCKETS);
+	assert_int_equal(f->cfg.listeners[2].protocol, CFG_PROTOCOL_MQTT);
+	clear_log(f);
+	assert_int_not_equal(parse_text(f, "allow_anonymous true\nprotocol websockets\n"), 0);
+	assert_non_null(strstr(logged(f), ":2: error: protocol must follow a listener"));
+	clear_log(f);
+	assert_int_not_equal(parse_text(f, "listener 1883\nprotocol http\n"), 0);
+	assert_non_null(strstr(logged(f), ":2: error: protocol must be mqtt or websockets"));
+	clear_log(f);
+	assert_int_not_equal(parse_text(f, "listener 0 /tmp/a.sock\nprotocol websockets\n"), 0);
+	assert_non_null(strstr(logged(f), ":2: error: protocol websockets needs a TCP listener"));
+}
+
 static void test_socket_domain_needs_tcp(void **state)
 {
 	fixture *f = *state;
@@ -490,6 +510,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_valid_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_invalid_values, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_shm_keys, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_protocol, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_socket_domain_needs_tcp, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_too_many_listeners, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unknown_key_warns, setup, teardown),
