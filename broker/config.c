@@ -328,6 +328,16 @@ static const char *const unsupported_keys[] = {
 	"autosave_interval", "autosave_on_changes", "user", "pid_file",
 };
 
+/* mosquitto's TLS keys. Ignoring one would leave a listener its owner
+ * believes encrypted in plain text: refused until TLS is built. */
+static const char *const tls_keys[] = {
+	"cafile", "capath", "certfile", "keyfile", "crlfile", "ciphers",
+	"ciphers_tls1.3", "dhparamfile", "require_certificate",
+	"tls_version", "tls_engine", "tls_keyform", "tls_engine_kpass_sha1",
+	"use_identity_as_username", "use_subject_as_username", "psk_hint",
+	"psk_file",
+};
+
 static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 		      const cfg_pos *pos, const cfg_line *ln)
 {
@@ -576,6 +586,11 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 				 "per_listener_settings is ignored: settings are global");
 		return 0;
 	}
+	for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++)
+		if (strcmp(k, tls_keys[i]) == 0)
+			return cfg_error(log, pos,
+					 "'%s': TLS is not supported yet (a listener would be plain text)",
+					 k);
 	for (size_t i = 0;
 	     i < sizeof(unsupported_keys) / sizeof(unsupported_keys[0]); i++)
 		if (strcmp(k, unsupported_keys[i]) == 0) {

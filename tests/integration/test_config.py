@@ -94,6 +94,15 @@ class TestProcess(unittest.TestCase):
             with self.subTest(line=line):
                 self._bad_value(line)
 
+    @unittest.skipIf(h.is_mosquitto(), "mosquitto has TLS")
+    def test_tls_keys_refused(self):
+        # Ignoring them would serve in plain text a listener meant to be
+        # encrypted: Shimmy refuses to start until TLS is built.
+        for line in ("certfile /etc/ssl/certs/x.pem", "keyfile /k.pem",
+                     "cafile /ca.pem", "require_certificate true", "psk_hint x"):
+            with self.subTest(line=line):
+                self._bad_value(line)
+
     def test_unknown_key(self):
         text = "listener %d 127.0.0.1\nallow_anonymous true\nno_such_key_xyz 42\n" % h.free_port()
         if h.is_mosquitto():
