@@ -95,6 +95,10 @@ struct shm_log {
 	shm_att *atts;
 	shm_att *brd;            /* the broker's reader, if any */
 	shm_share *shares;       /* shared groups reading it (§7) */
+	/* Growth (§2): pred is the smaller log this one replaces, while it
+	 * lives; succ the larger one that replaces this one. Readers drain
+	 * pred before they read this log. */
+	shm_log *pred, *succ;
 	shm_log *next;           /* sb->logs */
 };
 
@@ -369,8 +373,16 @@ static int tell_add(shm_broker *sb, shm_log *lg, shm_att *a,
 	return tell_track(sb, lg, a->idx, a->gen, &a->slot, bell);
 }
 
+static shm_att *find_att(const shm_client *cl, const shm_log *lg)
+{
+	for (shm_att *a = cl->atts; a; a = a->next_in_cl)
+		if (a->log == lg)
+			return a;
+	return NULL;
+}
+
 /* Attaches client cl to publisher log lg: READER_ADD to the publisher,
- * then LOG_ATTACH to cl. */
+ * then LOG_ATTACH to cl (LOG_REPLACE when cl reads lg's predecessor). */
 static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 			  unsigned ring_flags)
 {
@@ -397,6 +409,11 @@ static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 					   : 0) |
 				  (lg->reliable ? SHIMMY_CTL_F_RELIABLE : 0),
 			 .topic = lg->topic, .topic_len = lg->topic_len };
+	/* A reader of the log this one replaces drains that one first. */
+	if (lg->pred && find_att(cl, lg->pred)) {
+		m.type = SHIMMY_CTL_LOG_REPLACE;
+		shimmy_ctl_set_replaced(&m, lg->pred->id);
+	}
 	if (ctl_send(sb, cl, &m, fds, 2) < 0)
 		goto out_drop;
 	return;
@@ -420,14 +437,6 @@ static void attach_broker(shm_broker *sb, shm_log *lg, unsigned ring_flags)
 		return;
 	}
 	lg->brd = a;
-}
-
-static shm_att *find_att(const shm_client *cl, const shm_log *lg)
-{
-	for (shm_att *a = cl->atts; a; a = a->next_in_cl)
-		if (a->log == lg)
-			return a;
-	return NULL;
 }
 
 /* ---- shared subscriptions (docs/shm-protocol.md §7) ---------------------- */
@@ -874,6 +883,10 @@ static void log_unlink(shm_broker *sb, shm_log *lg)
 
 static void log_free(shm_broker *sb, shm_log *lg, shm_client *charged)
 {
+	if (lg->pred)
+		lg->pred->succ = NULL;
+	if (lg->succ)
+		lg->succ->pred = NULL;
 	while (lg->shares)
 		share_free(sb, lg->shares, 0);
 	while (lg->atts)
@@ -928,8 +941,30 @@ out_free:
 	return NULL;
 }
 
+/* The log a growth request (LOG_CREATE with log_id) replaces: cl's own
+ * open log on the same topic, of the same kind, not replaced yet, smaller
+ * than class cls. NULL: the request is out of protocol. */
+static shm_log *grow_pred(shm_broker *sb, shm_client *cl, const shimmy_ctl *m,
+			  unsigned cls)
+{
+	for (shm_log *lg = sb->logs; lg; lg = lg->next) {
+		if (lg->id != m->log_id)
+			continue;
+		bool rel = (m->flags & SHIMMY_CTL_F_RELIABLE) != 0;
+		if (lg->owner != cl || lg->inbound || lg->succ ||
+		    lg->reliable != rel || lg->topic_len != m->topic_len ||
+		    memcmp(lg->topic, m->topic, m->topic_len) != 0 ||
+		    cls >= SHIMMY_SEG_CLASSES ||
+		    shimmy_seg_class_cap(cls) <= lg->cap)
+			return NULL;
+		return lg;
+	}
+	return NULL;
+}
+
 /* Publisher's LOG_CREATE: ACL write check, segment, grant, then the
- * readers that already subscribe. */
+ * readers that already subscribe. With log_id, the new log replaces that
+ * one (growth, §2): its readers get LOG_REPLACE and drain it first. */
 static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 {
 	shimmy_ctl g = { .type = SHIMMY_CTL_LOG_GRANT, .req_id = m->req_id,
@@ -947,6 +982,9 @@ static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 		g.status = 0x87; /* Not authorized */
 		return ctl_send(sb, cl, &g, NULL, 0);
 	}
+	shm_log *pred = NULL;
+	if (m->log_id && !(pred = grow_pred(sb, cl, m, cls)))
+		return MQTT_ERR_PROTOCOL;
 	uint32_t rflags = (m->flags & SHIMMY_CTL_F_RELIABLE) ? SHIMMY_RING_RELIABLE
 							   : 0;
 	shm_log *lg = log_new(sb, cl, m->topic, m->topic_len, cls, rflags, false);
@@ -964,6 +1002,10 @@ static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 	lg->next = sb->logs;
 	sb->logs = lg;
 	sb->st.logs++;
+	if (pred) {
+		lg->pred = pred;
+		pred->succ = lg;
+	}
 	/* The log is new: readers start at its head, so they see everything
 	 * the publisher writes, even before they map it. Their READER_ADDs
 	 * (tagged with req_id) go out before LOG_GRANT, so the writer tracks
@@ -975,7 +1017,8 @@ static int on_log_create(shm_broker *sb, shm_client *cl, const shimmy_ctl *m)
 		    sb->env.may(o->conn, lg->topic, lg->topic_len, false,
 				sb->env.ctx))
 			attach_client(sb, lg, o, SHIMMY_RING_FROM_HEAD);
-	if (sb->env.others_want(lg->topic, lg->topic_len, sb->env.ctx))
+	if (sb->env.others_want(lg->topic, lg->topic_len, sb->env.ctx) ||
+	    (pred && pred->brd))
 		attach_broker(sb, lg, SHIMMY_RING_FROM_HEAD);
 	share_sync(sb, lg); /* a new log: pages start at its head too */
 	lg->req_id = 0;
@@ -1170,6 +1213,9 @@ static int log_poll(shm_broker *sb, shm_log *lg)
 {
 	shm_att *a = lg->brd;
 	void *from = lg->owner ? lg->owner->conn : NULL;
+	/* Growth: the records of the log this one replaces go first. */
+	if (lg->pred && lg->pred->brd)
+		return 0;
 	for (int n = 0; n < SHM_POLL_BUDGET; n++) {
 		shimmy_ring_msg msg;
 		int rc = shimmy_ring_receive(a->rd, &msg, sb->rx, sb->rx_cap);
@@ -1197,7 +1243,8 @@ static int log_poll(shm_broker *sb, shm_log *lg)
 		uint32_t idx = a->idx;
 		att_free(sb, a);
 		tell_drop(sb, lg, idx);
-		return 0;
+		/* Its successor may hold records already: poll again. */
+		return lg->succ != NULL;
 	}
 	return 1;
 }
@@ -1232,7 +1279,8 @@ int shm_broker_arm(shm_broker *sb)
 	/* A closed log still being drained reads ready (-EPIPE at its end),
 	 * so it is polled and freed without any writer ringing. */
 	for (shm_log *lg = sb->logs; lg; lg = lg->next)
-		if ((lg->brd && shimmy_ring_reader_ready(lg->brd->rd)) ||
+		if ((lg->brd && !(lg->pred && lg->pred->brd) &&
+		     shimmy_ring_reader_ready(lg->brd->rd)) ||
 		    share_ready(lg))
 			return 1;
 	return 0;
@@ -1382,6 +1430,10 @@ void shm_client_resubscribed(shm_broker *sb, shm_client *cl)
 		if (!lg->owner)
 			continue;
 		shm_att *a = find_att(cl, lg);
+		/* A replaced log gets no new readers: they start with its
+		 * successor (whose LOG_ATTACH this loop sends too). */
+		if (lg->succ && !a)
+			continue;
 		bool want = sb->env.wants(cl->conn, lg->topic, lg->topic_len,
 					  lg->owner->conn, sb->env.ctx) &&
 			    sb->env.may(cl->conn, lg->topic, lg->topic_len,

@@ -481,7 +481,7 @@ static void shm_deliver(shimmy_client *c)
 	}
 }
 
-static void shm_answer(shimmy_client *c);
+static int shm_answer(shimmy_client *c);
 
 static void on_event(shimmy_client *c, const session_event *ev, size_t off, size_t len)
 {
@@ -1101,15 +1101,52 @@ static int shm_route(shimmy_client *c, const char *topic, int qos, unsigned flag
 	       (qos == 0 || cshm_log_reliable(c->shm, topic, tlen));
 }
 
-/* Sends what the shm side owes the broker after a control message (the
- * LOG_RELEASE that answers a cut). Lock held. */
-static void shm_answer(shimmy_client *c)
+/* Queues what the shm side owes the broker (the LOG_RELEASE that answers
+ * a cut, or that gives up a log grown out of). Returns how many. Lock
+ * held. */
+static int shm_answer(shimmy_client *c)
 {
 	uint8_t buf[SHIMMY_CTL_HDR];
-	int n = cshm_pending_ctl(c->shm, buf, sizeof(buf));
-	/* Queued only: we are inside input processing, whose pump writes. */
-	if (n > 0)
-		session_publish(&c->s, SHIMMY_CTL_TOPIC, buf, (size_t)n, 0, 0, NULL, now_ms());
+	int n, k = 0;
+	while ((n = cshm_pending_ctl(c->shm, buf, sizeof(buf))) > 0 &&
+	       session_publish(&c->s, SHIMMY_CTL_TOPIC, buf, (size_t)n, 0, 0, NULL,
+			       now_ms()) == 0)
+		k++;
+	return k;
+}
+
+static bool pred_log_grown(shimmy_client *c, void *arg)
+{
+	const char *topic = arg;
+	return !c->shm_active || !cshm_log_growing(c->shm, topic, strlen(topic));
+}
+
+/*
+ * Growth (docs/shm-protocol.md §2): a record too large for topic's log.
+ * Asks the broker for a log of a class that holds it, replacing this one,
+ * and waits for the answer (one round trip), so that the record goes
+ * through shared memory behind the smaller ones, in order. Nothing to ask
+ * (no class holds it, refused before): MQTT carries it. Lock held.
+ */
+static void shm_grow(shimmy_client *c, const char *topic, size_t props_len,
+		     size_t len)
+{
+	size_t tlen = strlen(topic);
+	size_t cap = SHIMMY_CTL_HDR + tlen;
+	uint8_t *req = malloc(cap);
+	int n = req ? cshm_log_grow(c->shm, topic, tlen, props_len, len, req, cap) : 0;
+	int rc = n > 0 ? session_publish(&c->s, SHIMMY_CTL_TOPIC, req, (size_t)n, 0, 0,
+					 NULL, now_ms())
+		       : -1;
+	free(req);
+	if (rc != 0)
+		return;
+	after_queue(c);
+	/* Inside a callback nobody would read the answer: this record goes
+	 * over MQTT (and may overtake the log's), the next use the new log. */
+	if (c->in_cb && pthread_equal(c->cb_thread, pthread_self()))
+		return;
+	wait_until(c, pred_log_grown, (void *)topic, deadline_of(c, -1), true);
 }
 
 /* A reliable log is full: spins and yields in the ring for up to this
@@ -1238,7 +1275,14 @@ int shimmy_publish(shimmy_client *c, const char *topic, const void *payload,
 		 * room: bounded (shm_wait_ms), then SHIMMY_ERR_TIMEOUT. */
 		shm_pub_arg a = { pb, pl, payload, len, qos };
 		rc = shm_try_room(c, topic, shm_try_publish, &a);
+		if (rc == MQTT_ERR_TOO_LARGE) {
+			shm_grow(c, topic, pl, len);
+			rc = shm_try_room(c, topic, shm_try_publish, &a);
+		}
 		free(pb);
+		/* A log grown out of is given up after its last record. */
+		if (shm_answer(c))
+			after_queue(c);
 		if (rc == 0) {
 			c->stats[SHIMMY_STAT_TX_MSGS]++;
 			c->stats[SHIMMY_STAT_TX_BYTES] += len;
@@ -1279,6 +1323,12 @@ int shimmy_loan_props(shimmy_client *c, const char *topic, size_t len,
 	if (!props && shm_route(c, topic, 0, 0)) {
 		shm_loan_arg a = { len, NULL };
 		rc = shm_try_room(c, topic, shm_try_loan, &a);
+		if (rc == MQTT_ERR_TOO_LARGE) {
+			shm_grow(c, topic, 0, len);
+			rc = shm_try_room(c, topic, shm_try_loan, &a);
+		}
+		if (shm_answer(c))
+			after_queue(c);
 		if (rc == 0 || rc == SHIMMY_ERR_TIMEOUT) {
 			pthread_mutex_unlock(&c->mu);
 			*buf = rc == 0 ? a.p : NULL;

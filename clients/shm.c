@@ -33,6 +33,13 @@
 /* Records one cshm_next() call may skip over (errors, empty logs). */
 #define CSHM_NEXT_TRIES 4
 #define CSHM_BATCH_MAX CSHM_NEXT_MANY_MAX
+/* LOG_RELEASEs owed to the broker at once (cuts, grown-out logs); more
+ * are dropped (the broker then frees that log when we disconnect). */
+#define CSHM_RELEASE_MAX 8u
+/* Log record layout (docs/shm-protocol.md §3): header and alignment, to
+ * find the size class a record fits (max record = capacity / 4). */
+#define CSHM_REC_HDR 32u
+#define CSHM_REC_ALIGN 32u
 
 typedef struct cshm_rd {
 	uint64_t log_id;
@@ -42,6 +49,8 @@ typedef struct cshm_rd {
 	bool reliable;         /* LOG_ATTACH said RELIABLE: the writer never
 				* laps this reader, so borrows are safe */
 	bool orphan;           /* from a dead broker connection */
+	uint64_t pred_id;      /* LOG_REPLACE: the log this one replaces;
+				* not read while a reader of it is left */
 	shimmy_seg log, slot;
 	shimmy_ring_reader *r;
 	session_qos_cache qos;  /* the cap of its topic's subscriptions */
@@ -85,6 +94,11 @@ struct cshm_wr {
 	bool fast;
 	unsigned pins;
 	bool dead;
+	/* Growth (§2): succ is the larger log asked for (pending, or
+	 * granted and not switched to yet: an open loan or a pin delays the
+	 * switch); pred marks such a successor, which wr_find() skips. */
+	struct cshm_wr *pred, *succ;
+	bool no_grow;          /* the broker refused to grow it */
 	struct cshm_wr *next;
 };
 
@@ -116,8 +130,8 @@ struct cshm {
 	uint64_t lost;         /* by readers since freed, and dropped here;
 				* cshm_lost() adds the live readers' */
 	uint64_t detached;     /* LOG_DETACH reason 2 (cut loose, stuck) */
-	uint64_t release_id;   /* a cut-loose log owed a LOG_RELEASE */
-	bool release_pending;
+	uint64_t release[CSHM_RELEASE_MAX]; /* logs owed a LOG_RELEASE */
+	unsigned n_release;
 	cshm_wr *zombies;      /* dropped while pinned */
 	uint32_t batch;        /* position batching of new readers */
 	cshare_set *shares;    /* $share groups claimed from (shmshare.h) */
@@ -282,6 +296,11 @@ static void wr_free(cshm *s, cshm_wr *w)
 		}
 	if (s->last_wr == w)
 		s->last_wr = NULL;
+	if (w->succ)
+		w->succ->pred = NULL;
+	if (w->pred)
+		w->pred->succ = NULL;
+	w->succ = w->pred = NULL;
 	if (w->pins) {
 		/* A shimmy_pub may be inside the ring right now: stop it at
 		 * its next call, keep the mappings until it lets go. */
@@ -366,15 +385,22 @@ uint64_t cshm_detached(const cshm *s)
 	return s ? s->detached : 0;
 }
 
+static void release_owe(cshm *s, uint64_t log_id)
+{
+	if (s->n_release < CSHM_RELEASE_MAX)
+		s->release[s->n_release++] = log_id;
+}
+
 int cshm_pending_ctl(cshm *s, uint8_t *buf, size_t cap)
 {
-	if (!s || !s->release_pending)
+	if (!s || !s->n_release)
 		return 0;
-	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_RELEASE, .log_id = s->release_id };
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_RELEASE, .log_id = s->release[0] };
 	int n = shimmy_ctl_encode(&m, buf, cap);
 	if (n < 0 || (size_t)n > cap)
 		return SHIMMY_ERR_NOMEM;
-	s->release_pending = false;
+	s->n_release--;
+	memmove(s->release, s->release + 1, s->n_release * sizeof(s->release[0]));
 	return n;
 }
 
@@ -456,6 +482,13 @@ static int on_attach(cshm *s, const shimmy_ctl *m, int *fds)
 	rd->inbound = m->flags & SHIMMY_CTL_F_INBOUND;
 	rd->reliable = !rd->inbound && (m->flags & SHIMMY_CTL_F_RELIABLE);
 	rd->log_id = m->log_id;
+	/* LOG_REPLACE of a log we read: drain that one first. A log we do
+	 * not read (any more) makes it a plain attach. */
+	if (m->type == SHIMMY_CTL_LOG_REPLACE && !rd->inbound) {
+		uint64_t old = shimmy_ctl_replaced(m);
+		if (old != m->log_id && rd_by_id(s, old))
+			rd->pred_id = old;
+	}
 	if (!rd->inbound) {
 		rd->topic = malloc((size_t)m->topic_len + 1);
 		if (!rd->topic)
@@ -615,6 +648,7 @@ int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
 	case SHIMMY_CTL_BELL_SETUP:
 		return on_bell(s, &m, fds);
 	case SHIMMY_CTL_LOG_ATTACH:
+	case SHIMMY_CTL_LOG_REPLACE:
 		return on_attach(s, &m, fds);
 	case SHIMMY_CTL_LOG_GRANT:
 		return on_grant(s, &m, fds);
@@ -633,8 +667,7 @@ int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
 			 * that log is what survived; the LOG_RELEASE we owe
 			 * gets us attached again, at its tail. */
 			s->detached++;
-			s->release_id = m.log_id;
-			s->release_pending = true;
+			release_owe(s, m.log_id);
 		}
 		if (rd && rd != s->borrow_rd)
 			rd_free(s, rd);
@@ -658,17 +691,47 @@ int cshm_on_ctl(cshm *s, const uint8_t *payload, size_t len, shimmy_fdq *q)
 
 /* ---- publishing ------------------------------------------------------- */
 
+/*
+ * Growth, once the broker answered: switches from w to its granted
+ * successor (marks w CLOSED after its last record, owes the broker its
+ * LOG_RELEASE, frees it), or forgets a refused one. Returns the writer
+ * for the topic. Not while a loan is open in w or w is pinned: the
+ * switch waits for a later call.
+ */
+static cshm_wr *wr_settle(cshm *s, cshm_wr *w)
+{
+	cshm_wr *n = w->succ;
+	if (!n || n->state == CSHM_LOG_PENDING)
+		return w;
+	if (n->state != CSHM_LOG_READY) {
+		w->no_grow = true;
+		wr_free(s, n);
+		return w;
+	}
+	if (w->loan_open || w->pins)
+		return w;
+	if (w->state == CSHM_LOG_READY) {
+		shimmy_ring_writer_close(w->w);
+		release_owe(s, w->log_id);
+	}
+	wr_free(s, w);
+	return n;
+}
+
 static cshm_wr *wr_find(cshm *s, const char *topic, size_t len)
 {
 	cshm_wr *w = s->last_wr;
-	if (w && w->topic_len == len && memcmp(w->topic, topic, len) == 0)
-		return w;
-	for (w = s->wrs; w; w = w->next)
-		if (w->topic_len == len && memcmp(w->topic, topic, len) == 0) {
-			s->last_wr = w;
-			return w;
-		}
-	return NULL;
+	if (!w || w->topic_len != len || memcmp(w->topic, topic, len) != 0) {
+		for (w = s->wrs; w; w = w->next)
+			if (!w->pred && w->topic_len == len &&
+			    memcmp(w->topic, topic, len) == 0)
+				break;
+		if (!w)
+			return NULL;
+	}
+	w = wr_settle(s, w);
+	s->last_wr = w;
+	return w;
 }
 
 int cshm_log_state(cshm *s, const char *topic, size_t len)
@@ -705,6 +768,57 @@ int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
 	if (n > (int)cap)
 		return SHIMMY_ERR_NOMEM;
 	return n;
+}
+
+int cshm_log_grow(cshm *s, const char *topic, size_t len, size_t props_len,
+		  size_t payload_len, uint8_t *buf, size_t cap)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, len) : NULL;
+	if (!w || w->state != CSHM_LOG_READY || w->succ || w->no_grow ||
+	    w->pins || props_len > UINT32_MAX || payload_len > UINT32_MAX)
+		return 0;
+	uint64_t rec = (CSHM_REC_HDR + (uint64_t)props_len + payload_len +
+			CSHM_REC_ALIGN - 1) & ~(uint64_t)(CSHM_REC_ALIGN - 1);
+	size_t body;
+	shimmy_seg_body(&w->log, &body);
+	size_t now_cap = body > SHIMMY_RING_HDR_SIZE ? body - SHIMMY_RING_HDR_SIZE : 0;
+	uint32_t cls = 0;
+	while (cls < SHIMMY_SEG_CLASSES && shimmy_seg_class_cap(cls) / 4 < rec)
+		cls++;
+	if (cls == SHIMMY_SEG_CLASSES || shimmy_seg_class_cap(cls) <= now_cap)
+		return 0; /* no class holds it (MQTT carries it), or it fits */
+	cshm_wr *n = calloc(1, sizeof(*n));
+	if (!n || !(n->topic = malloc(len + 1))) {
+		free(n);
+		return SHIMMY_ERR_NOMEM;
+	}
+	memcpy(n->topic, topic, len);
+	n->topic[len] = '\0';
+	n->topic_len = (uint16_t)len;
+	n->state = CSHM_LOG_PENDING;
+	n->req_id = ++s->next_req;
+	n->reliable = w->reliable;
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_CREATE, .req_id = n->req_id,
+			 .flags = w->reliable ? SHIMMY_CTL_F_RELIABLE : 0,
+			 .log_id = w->log_id, .arg = cls, .topic = topic,
+			 .topic_len = (uint16_t)len };
+	int k = shimmy_ctl_encode(&m, buf, cap);
+	if (k < 0 || (size_t)k > cap) {
+		free(n->topic);
+		free(n);
+		return SHIMMY_ERR_NOMEM;
+	}
+	n->pred = w;
+	w->succ = n;
+	n->next = s->wrs;
+	s->wrs = n;
+	return k;
+}
+
+int cshm_log_growing(cshm *s, const char *topic, size_t len)
+{
+	cshm_wr *w = s && s->b ? wr_find(s, topic, len) : NULL;
+	return w && w->succ && w->succ->state == CSHM_LOG_PENDING;
 }
 
 int cshm_log_reliable(cshm *s, const char *topic, size_t len)
@@ -1034,6 +1148,18 @@ static unsigned rd_copy_out(cshm *s, cshm_rd *rd, unsigned n)
 	return left;
 }
 
+/* A reader of a grown log waits while a reader of the log it replaces is
+ * left (orphans too): that one's records come first (§2). */
+static bool rd_blocked(const cshm *s, const cshm_rd *rd)
+{
+	if (!rd->pred_id)
+		return false;
+	for (const cshm_rd *o = s->rds; o; o = o->next)
+		if (o != rd && o->log_id == rd->pred_id)
+			return true;
+	return false;
+}
+
 /* The next message of the logs read (see cshm_next), or, when max > 1,
  * up to max consecutive messages of one non-inbound log (cshm_next_many). */
 static int rd_next(cshm *s, cshm_msg *m, unsigned max)
@@ -1050,6 +1176,10 @@ static int rd_next(cshm *s, cshm_msg *m, unsigned max)
 	for (unsigned i = 0; i < n + CSHM_NEXT_TRIES && rd; i++) {
 		cshm_rd *next = rd->next ? rd->next : s->rds;
 		int rc;
+		if (rd_blocked(s, rd)) {
+			rd = next;
+			continue;
+		}
 		if (max > 1 && !rd->inbound) {
 			rc = shimmy_ring_borrow_many(rd->r, s->bulk, max);
 			if (rc > 0 && !rd->reliable) {
@@ -1182,7 +1312,7 @@ static int ready_fn(void *ctx)
 {
 	cshm *s = ctx;
 	for (cshm_rd *rd = s->rds; rd; rd = rd->next)
-		if (shimmy_ring_reader_ready(rd->r))
+		if (!rd_blocked(s, rd) && shimmy_ring_reader_ready(rd->r))
 			return 1;
 	return cshare_ready(s->shares);
 }

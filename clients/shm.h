@@ -84,6 +84,22 @@ int cshm_log_state(cshm *s, const char *topic, size_t len);
  * log (its writer is held back by its readers). */
 int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
 		     unsigned flags, uint8_t *buf, size_t cap);
+/*
+ * Growth (docs/shm-protocol.md §2): a record of props_len + payload_len
+ * bytes does not fit topic's granted log. When a larger size class holds
+ * it, records a request for that class replacing the log and encodes its
+ * LOG_CREATE (log_id = the old log) into buf[0..cap); returns the length
+ * (send it on SHIMMY_CTL_TOPIC, then wait while cshm_log_growing()).
+ * Returns 0 when there is nothing to ask (no class holds it, it fits, a
+ * request is out, the broker refused before, or the writer is pinned):
+ * MQTT carries the record. Once granted, the next lookup of the topic's
+ * writer switches to the new log: the old one is marked CLOSED after its
+ * last record and a LOG_RELEASE of it is owed (cshm_pending_ctl()).
+ */
+int cshm_log_grow(cshm *s, const char *topic, size_t len, size_t props_len,
+		  size_t payload_len, uint8_t *buf, size_t cap);
+/* 1 while a growth request for topic's log has no answer. */
+int cshm_log_growing(cshm *s, const char *topic, size_t len);
 /* 1 when topic has a granted RELIABLE log. */
 int cshm_log_reliable(cshm *s, const char *topic, size_t len);
 /* Copies a QoS 0 message into topic's log (either kind; a reliable log
@@ -193,10 +209,11 @@ uint64_t cshm_share_lost(const cshm *s);
  * (LOG_DETACH reason 2), cumulative. */
 uint64_t cshm_detached(const cshm *s);
 /* A control message the client owes the broker (the LOG_RELEASE that
- * answers a cut: it gets the reader attached again), encoded into
- * buf[0..cap). Returns its length (send it on SHIMMY_CTL_TOPIC), 0 when
- * none is owed, or SHIMMY_ERR_NOMEM when cap is too small. Check after
- * each cshm_on_ctl(). */
+ * answers a cut: it gets the reader attached again; the LOG_RELEASE of a
+ * log grown out of), encoded into buf[0..cap). Returns its length (send
+ * it on SHIMMY_CTL_TOPIC), 0 when none is owed, or SHIMMY_ERR_NOMEM when
+ * cap is too small. Call until 0 after each cshm_on_ctl() and after a
+ * publish on the shm path. */
 int cshm_pending_ctl(cshm *s, uint8_t *buf, size_t cap);
 /* Spin time the broker suggests (BELL_SETUP), in microseconds. */
 uint32_t cshm_spin_us(const cshm *s);

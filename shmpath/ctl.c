@@ -55,6 +55,7 @@ int shimmy_ctl_fds_for(uint16_t type, uint32_t status)
 	case SHIMMY_CTL_LOG_ATTACH:
 	case SHIMMY_CTL_READER_ADD:
 	case SHIMMY_CTL_SHARE_ATTACH:
+	case SHIMMY_CTL_LOG_REPLACE:
 		return 2;
 	case SHIMMY_CTL_LOG_CREATE:
 	case SHIMMY_CTL_READER_DROP:

@@ -42,7 +42,8 @@
 /* Control message types. B = broker, C = client (P = a publishing client). */
 typedef enum shimmy_ctl_type {
 	SHIMMY_CTL_BELL_SETUP = 1,  /* B->C fds: bell (RW) */
-	SHIMMY_CTL_LOG_CREATE = 2,  /* C->B: req_id, flags, arg = size class, topic */
+	SHIMMY_CTL_LOG_CREATE = 2,  /* C->B: req_id, flags, arg = size class, topic;
+				     * log_id != 0: grow, it replaces that log */
 	SHIMMY_CTL_LOG_GRANT = 3,   /* B->C fds: log (RW) if status 0; req_id, status, log_id, flags, topic */
 	SHIMMY_CTL_LOG_ATTACH = 4,  /* B->C fds: log (RO), slot (RW); log_id, idx, gen, flags, topic */
 	SHIMMY_CTL_READER_ADD = 5,  /* B->P fds: slot (RO), reader's bell (RW); log_id, idx, gen */
@@ -52,7 +53,9 @@ typedef enum shimmy_ctl_type {
 	SHIMMY_CTL_LOG_RELEASE = 9, /* C->B: log_id; the client is done with it */
 	SHIMMY_CTL_SHARE_ATTACH = 10, /* B->C fds: log (RO), share page (RW); log_id, idx, gen, flags, topic */
 	SHIMMY_CTL_SHARE_DETACH = 11, /* B->C: log_id, idx, arg = reason; stop claiming */
-	SHIMMY_CTL__MAX = 11,
+	SHIMMY_CTL_LOG_REPLACE = 12, /* B->C fds: log (RO), slot (RW); as LOG_ATTACH,
+				      * and the log it replaces (shimmy_ctl_replaced) */
+	SHIMMY_CTL__MAX = 12,
 } shimmy_ctl_type;
 
 /* shimmy_ctl.flags */
@@ -102,6 +105,19 @@ typedef struct shimmy_ctl {
 	const char *topic; /* view into the decoded buffer, not NUL-terminated */
 	uint16_t topic_len;
 } shimmy_ctl;
+
+/* LOG_REPLACE names the log it replaces in req_id (low 32 bits) and arg
+ * (high 32 bits): log_id is the new log, as in LOG_ATTACH. */
+static inline uint64_t shimmy_ctl_replaced(const shimmy_ctl *m)
+{
+	return (uint64_t)m->arg << 32 | m->req_id;
+}
+
+static inline void shimmy_ctl_set_replaced(shimmy_ctl *m, uint64_t old_id)
+{
+	m->req_id = (uint32_t)old_id;
+	m->arg = (uint32_t)(old_id >> 32);
+}
 
 /* The number of fds a message of this type and status must carry, or -1
  * for an unknown type. */

@@ -15,8 +15,15 @@
  *    order, with no broker hop; at QoS 0 a lossy log, which never waits
  *    (lapped readers count SHIMMY_STAT_LOST_MSGS). Later publishes of any
  *    QoS go into a reliable log (a record carries its QoS); QoS 1/2
- *    publishes on a topic whose log is lossy, retained messages and
- *    records too large for the log go over MQTT. A loan on a topic with a
+ *    publishes on a topic whose log is lossy and retained messages go
+ *    over MQTT. A record too large for the topic's log makes the library
+ *    ask the broker for a larger log replacing it (one round trip; the
+ *    old log is closed after its last record and every reader drains it
+ *    before it reads the new one), so large and small messages of a topic
+ *    stay in publish order. Only a record above the largest class
+ *    (32 MiB), one the broker refuses to grow for (segment quota), or one
+ *    published from inside a callback goes over MQTT, and may then
+ *    overtake or trail that topic's shm messages. A loan on a topic with a
  *    log points into the ring itself (zero copy).
  *  - A publish into a full reliable log waits for room at most
  *    shimmy_opts_set_shm_wait_ms() (default: the operation timeout, 10 s),
@@ -50,7 +57,8 @@
  *  - After a broker loss the mappings are kept and drained; with
  *    SHIMMY_OPT_RECONNECT the extension is renegotiated.
  *  SHIMMY_SHM_LOG_CLASS=0..3 picks the size class of the logs a publisher
- *  asks for (64 KiB, 1 MiB (default), 16 MiB, 128 MiB).
+ *  asks for first (64 KiB, 1 MiB (default), 16 MiB, 128 MiB; records up
+ *  to a quarter of it); they grow on demand.
  *
  * Handles are opaque; nothing here exposes a struct layout.
  *

@@ -130,6 +130,44 @@ class TestPaths(ShmBase):
         self.shm_pub("s2t/x", ["a", "b", "c"])
         self.assertEqual(self.finish(msub), ["s2t/x a", "s2t/x b", "s2t/x c"])
 
+    def test_log_growth_keeps_order(self):
+        """A publisher on a 64 KiB log (SHIMMY_SHM_LOG_CLASS=0, 16 KiB
+        records) mixes small and 100 KB messages on one topic: its log
+        grows (LOG_REPLACE) and every subscriber - over shm and over TCP -
+        gets them all in publish order, none of them over MQTT
+        ([MQTT-4.6.0-6], docs/shm-protocol.md §2)."""
+        lines = []
+        for i in range(40):
+            if i % 9 == 4:
+                lines.append("L%03d" % i + chr(ord("a") + i % 26) * 100000)
+            else:
+                lines.append("s%03d" % i)
+        want = ["grow/t " + l for l in lines]
+        sub = self.shm_sub("grow/#", count=len(lines))
+        msub = self.spawn(["mosquitto_sub", "-p", str(self.broker.port), "-t", "grow/#",
+                           "-v", "-C", str(len(lines)), "-W", "20"])
+        time.sleep(0.5)
+        before = self.sys("$SYS/broker/publish/messages/received")
+        env = dict(os.environ, SHIMMY_SHM_LOG_CLASS="0")
+        r = subprocess.run([PUB, "--unix", self.sock(), "-V", "5", "--require-shm",
+                            "-t", "grow/t", "-l"],
+                           input="".join(l + "\n" for l in lines).encode(),
+                           capture_output=True, timeout=20, env=env)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        got = self.finish(sub)
+        self.assertEqual(len(got), len(want))
+        for g, w in zip(got, want):
+            self.assertEqual(g[:20], w[:20])
+            self.assertEqual(g, w)
+        mgot = self.finish(msub)
+        self.assertEqual([l[:20] for l in mgot], [w[:20] for w in want])
+        self.assertEqual(mgot, want)
+        time.sleep(1.2)
+        after = self.sys("$SYS/broker/publish/messages/received")
+        # Control messages only (LOG_CREATE, the growth request, the old
+        # log's LOG_RELEASE): the 100 KB messages took the log too.
+        self.assertLessEqual(after - before, 3, (before, after))
+
     def test_retained_and_will(self):
         subprocess.run(["mosquitto_pub", "-p", str(self.broker.port), "-t", "ret/1",
                         "-m", "kept", "-r"], check=True, timeout=10)

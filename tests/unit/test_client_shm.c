@@ -11,11 +11,13 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "broker/shm.h"
 #include "clients/include/shimmy.h"
 #include "clients/session.h"
 #include "clients/shm.h"
+#include "mqtt/error.h"
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
 #include "shmpath/ctl.h"
@@ -510,6 +512,222 @@ static void test_qos_capped_by_subscription(void **state)
 	session_fini(&ss);
 }
 
+/* What the broker's own reader routed (the TCP path), in order: each
+ * payload's first byte and its length. */
+typedef struct groute {
+	bool others;
+	int n;
+	uint8_t first[64];
+	size_t len[64];
+} groute;
+
+static bool g_others(const char *t, size_t len, void *ctx)
+{
+	(void)t; (void)len;
+	return ((groute *)ctx)->others;
+}
+
+static void g_route(void *from, const char *t, size_t len,
+		    const shimmy_ring_msg *m, void *ctx)
+{
+	(void)from; (void)t; (void)len;
+	groute *r = ctx;
+	assert_true(r->n < 64);
+	r->first[r->n] = m->payload_len ? m->payload[0] : 0;
+	r->len[r->n++] = m->payload_len;
+}
+
+static shm_broker *mk_routed(groute *r)
+{
+	shm_env env = { .send = f_send, .may = f_may, .wants = f_wants,
+			.others_want = g_others, .route = g_route, .ctx = r };
+	shm_limits lim = { 1ull << 30, 10, 1000 };
+	int err;
+	shm_broker *sb = shm_broker_create(&env, &lim, &err);
+	assert_non_null(sb);
+	return sb;
+}
+
+/* Message i of the growth test: small ones of 8 bytes, i == 5 and i == 9
+ * of 100 KB (over the 64 KiB class's 16 KiB records); first byte i. */
+static size_t grow_len(int i)
+{
+	return i == 5 || i == 9 ? 100000 : 8;
+}
+
+/* Growth (§2, [MQTT-4.6.0-6]): a publisher on a 64 KiB log publishes
+ * small messages, a 100 KB one, small ones, another large one: it asks
+ * for a larger log, its reader gets LOG_REPLACE and drains the old log
+ * before it reads the new one; the broker's own reader (the TCP path)
+ * alike. Everything goes through the logs, in order, and the old log is
+ * freed once given up and drained. */
+static void test_log_growth_keeps_order(void **state)
+{
+	(void)state;
+	groute r = { .others = true };
+	shm_broker *sb = mk_routed(&r);
+	fconn P, S;
+	conn_init(&P, NULL);
+	conn_init(&S, "g/#");
+	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S);
+	assert_non_null(bp);
+	assert_non_null(bs);
+	uint8_t buf[256];
+	int n = cshm_log_request(P.cs, "g/t", 3, 0, 0, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)n), 0);
+	assert_int_equal(cshm_log_state(P.cs, "g/t", 3), CSHM_LOG_READY);
+	uint64_t one_log = shm_client_bytes(bp);
+
+	static uint8_t pay[100000];
+	int sub_next = 0;
+	cshm_msg m;
+	for (int i = 0; i < 12; i++) {
+		memset(pay, 'a' + i, sizeof(pay));
+		pay[0] = (uint8_t)i;
+		int rc = cshm_publish(P.cs, "g/t", 3, NULL, 0, pay, grow_len(i));
+		if (rc == MQTT_ERR_TOO_LARGE) {
+			n = cshm_log_grow(P.cs, "g/t", 3, 0, grow_len(i), buf,
+					  sizeof(buf));
+			assert_true(n > 0);
+			assert_int_equal(cshm_log_growing(P.cs, "g/t", 3), 1);
+			/* Only one request at a time. */
+			assert_int_equal(cshm_log_grow(P.cs, "g/t", 3, 0, grow_len(i),
+						       buf, sizeof(buf)), 0);
+			assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)n), 0);
+			assert_int_equal(S.ctl_errors, 0);
+			/* Both logs count against the publisher meanwhile. */
+			assert_true(shm_client_bytes(bp) > one_log);
+			assert_int_equal(cshm_log_growing(P.cs, "g/t", 3), 0);
+			rc = cshm_publish(P.cs, "g/t", 3, NULL, 0, pay, grow_len(i));
+			/* The old log is given up after its last record. */
+			n = cshm_pending_ctl(P.cs, buf, sizeof(buf));
+			assert_true(n > 0);
+			assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)n), 0);
+			assert_int_equal(cshm_pending_ctl(P.cs, buf, sizeof(buf)), 0);
+		}
+		assert_int_equal(rc, 0); /* never MQTT */
+		/* The subscriber reads now and then, never out of order. */
+		if (i % 4 == 2)
+			while (cshm_next(S.cs, &m) == 1) {
+				assert_int_equal(m.payload[0], sub_next);
+				assert_int_equal(m.len, grow_len(sub_next));
+				assert_int_equal(m.topic_len, 3);
+				assert_int_equal(cshm_release(S.cs), 0);
+				sub_next++;
+			}
+	}
+	/* Past the largest class: MQTT carries it (nothing to ask for). */
+	assert_int_equal(cshm_log_grow(P.cs, "g/t", 3, 0, (size_t)1 << 30, buf,
+				       sizeof(buf)), 0);
+	while (cshm_next(S.cs, &m) == 1) {
+		assert_int_equal(m.payload[0], sub_next);
+		assert_int_equal(m.len, grow_len(sub_next));
+		assert_int_equal(cshm_release(S.cs), 0);
+		sub_next++;
+	}
+	assert_int_equal(sub_next, 12);
+	assert_int_equal(cshm_readers(S.cs), 1); /* the old logs dropped */
+	assert_int_equal(cshm_lost(S.cs), 0);
+
+	for (int k = 0; k < 20; k++)
+		shm_broker_poll(sb, 0);
+	assert_int_equal(r.n, 12);
+	for (int i = 0; i < 12; i++) {
+		assert_int_equal(r.first[i], i);
+		assert_int_equal(r.len[i], grow_len(i));
+	}
+	shm_stats st;
+	shm_broker_stats(sb, &st);
+	assert_int_equal(st.logs, 1); /* grown-out logs freed once drained */
+
+	shm_client_close(sb, bs);
+	shm_client_close(sb, bp);
+	shm_broker_destroy(sb);
+	conn_fini(&P);
+	conn_fini(&S);
+}
+
+/* Bad growth input: a LOG_REPLACE with a bad fd or naming a log nobody
+ * reads is refused or harmless; a growth request naming a log that is
+ * not the client's own, or not smaller, is a protocol error; a client
+ * sending LOG_REPLACE itself too. */
+static void test_bad_log_replace(void **state)
+{
+	(void)state;
+	shm_broker *sb = mk();
+	fconn P, Q, S;
+	conn_init(&P, NULL);
+	conn_init(&Q, NULL);
+	conn_init(&S, "b/#");
+	shm_client *bp = shm_client_open(sb, &P), *bq = shm_client_open(sb, &Q),
+		   *bs = shm_client_open(sb, &S);
+	assert_non_null(bp);
+	assert_non_null(bq);
+	assert_non_null(bs);
+	request_log(sb, bp, &P, "b/t");
+	assert_int_equal(cshm_readers(S.cs), 1);
+	assert_int_equal(cshm_publish(P.cs, "b/t", 3, NULL, 0, "one", 3), 0);
+
+	/* To the client: fds that are no segments (a pipe), an unknown old
+	 * log id: refused, fds closed, the existing reader unharmed. */
+	int pfd[2];
+	assert_int_equal(pipe(pfd), 0);
+	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_REPLACE, .log_id = 777,
+			 .topic = "b/t", .topic_len = 3 };
+	shimmy_ctl_set_replaced(&m, 12345);
+	uint8_t buf[256];
+	int n = shimmy_ctl_encode(&m, buf, sizeof(buf));
+	shimmy_fdq_push(&S.q, pfd[0]);
+	shimmy_fdq_push(&S.q, pfd[1]);
+	assert_true(cshm_on_ctl(S.cs, buf, (size_t)n, &S.q) < 0);
+	assert_int_equal(shimmy_fdq_count(&S.q), 0);
+	/* Fds that never came. */
+	assert_true(cshm_on_ctl(S.cs, buf, (size_t)n, &S.q) < 0);
+	assert_int_equal(cshm_readers(S.cs), 1);
+	cshm_msg cm;
+	assert_int_equal(cshm_next(S.cs, &cm), 1);
+	assert_memory_equal(cm.payload, "one", 3);
+	assert_int_equal(cshm_release(S.cs), 0);
+
+	/* To the broker: LOG_REPLACE is broker-to-client. */
+	n = shimmy_ctl_encode(&m, buf, sizeof(buf));
+	assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)n), MQTT_ERR_PROTOCOL);
+	/* Growth requests: unknown log, another client's log, not larger. */
+	shm_stats st;
+	shm_broker_stats(sb, &st);
+	uint64_t id = 0;
+	for (uint64_t i = 1; i < 64 && !id; i++) {
+		shimmy_ctl g = { .type = SHIMMY_CTL_LOG_CREATE, .req_id = 9,
+				 .log_id = i, .arg = 3, .topic = "b/t",
+				 .topic_len = 3 };
+		n = shimmy_ctl_encode(&g, buf, sizeof(buf));
+		/* Never Q's: whatever the id, Q owns no log. */
+		assert_int_equal(shm_client_ctl(sb, bq, buf, (size_t)n),
+				 MQTT_ERR_PROTOCOL);
+		g.arg = 0; /* not larger than P's 1 MiB log */
+		n = shimmy_ctl_encode(&g, buf, sizeof(buf));
+		int rc = shm_client_ctl(sb, bp, buf, (size_t)n);
+		assert_int_equal(rc, MQTT_ERR_PROTOCOL);
+	}
+	shm_stats st2;
+	shm_broker_stats(sb, &st2);
+	assert_int_equal(st2.logs, st.logs);
+	assert_int_equal(st2.segment_bytes, st.segment_bytes);
+	assert_int_equal(cshm_publish(P.cs, "b/t", 3, NULL, 0, "two", 3), 0);
+	assert_int_equal(cshm_next(S.cs, &cm), 1);
+	assert_memory_equal(cm.payload, "two", 3);
+	assert_int_equal(cshm_release(S.cs), 0);
+
+	shm_client_close(sb, bs);
+	shm_client_close(sb, bq);
+	shm_client_close(sb, bp);
+	shm_broker_destroy(sb);
+	conn_fini(&P);
+	conn_fini(&Q);
+	conn_fini(&S);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -517,6 +735,8 @@ int main(void)
 		cmocka_unit_test(test_bad_control_messages),
 		cmocka_unit_test(test_reliable_log),
 		cmocka_unit_test(test_qos_capped_by_subscription),
+		cmocka_unit_test(test_log_growth_keeps_order),
+		cmocka_unit_test(test_bad_log_replace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
