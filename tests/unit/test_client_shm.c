@@ -561,9 +561,8 @@ static size_t grow_len(int i)
  * before it reads the new one; the broker's own reader (the TCP path)
  * alike. Everything goes through the logs, in order, and the old log is
  * freed once given up and drained. */
-static void test_log_growth_keeps_order(void **state)
+static void log_growth_case(unsigned flags)
 {
-	(void)state;
 	groute r = { .others = true };
 	shm_broker *sb = mk_routed(&r);
 	fconn P, S;
@@ -573,10 +572,12 @@ static void test_log_growth_keeps_order(void **state)
 	assert_non_null(bp);
 	assert_non_null(bs);
 	uint8_t buf[256];
-	int n = cshm_log_request(P.cs, "g/t", 3, 0, 0, buf, sizeof(buf));
+	int n = cshm_log_request(P.cs, "g/t", 3, 0, flags, buf, sizeof(buf));
 	assert_true(n > 0);
 	assert_int_equal(shm_client_ctl(sb, bp, buf, (size_t)n), 0);
 	assert_int_equal(cshm_log_state(P.cs, "g/t", 3), CSHM_LOG_READY);
+	assert_int_equal(cshm_log_reliable(P.cs, "g/t", 3),
+			 (flags & SHIMMY_CTL_F_RELIABLE) != 0);
 	uint64_t one_log = shm_client_bytes(bp);
 
 	static uint8_t pay[100000];
@@ -640,12 +641,29 @@ static void test_log_growth_keeps_order(void **state)
 	shm_stats st;
 	shm_broker_stats(sb, &st);
 	assert_int_equal(st.logs, 1); /* grown-out logs freed once drained */
+	/* The grown log is of the same kind. */
+	assert_int_equal(cshm_log_reliable(P.cs, "g/t", 3),
+			 (flags & SHIMMY_CTL_F_RELIABLE) != 0);
 
 	shm_client_close(sb, bs);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
 	conn_fini(&P);
 	conn_fini(&S);
+}
+
+static void test_log_growth_keeps_order(void **state)
+{
+	(void)state;
+	log_growth_case(0);
+}
+
+/* The same for a reliable (QoS 1/2) log: its successor is reliable too,
+ * and the readers tethered to it hold the writer from the start. */
+static void test_reliable_log_growth_keeps_order(void **state)
+{
+	(void)state;
+	log_growth_case(SHIMMY_CTL_F_RELIABLE);
 }
 
 /* Bad growth input: a LOG_REPLACE with a bad fd or naming a log nobody
@@ -736,6 +754,7 @@ int main(void)
 		cmocka_unit_test(test_reliable_log),
 		cmocka_unit_test(test_qos_capped_by_subscription),
 		cmocka_unit_test(test_log_growth_keeps_order),
+		cmocka_unit_test(test_reliable_log_growth_keeps_order),
 		cmocka_unit_test(test_bad_log_replace),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
