@@ -1042,11 +1042,11 @@ static void route_cb(void *owner, uint8_t options, uint32_t sub_id,
 	broker_msg *m = b->route_msg;
 	if ((options & MQTT_SUBOPT_NO_LOCAL) && m->origin == s->uid)
 		return;
-	if (b->routing_shm && (flags & SUBTREE_SHARED))
-		return; /* groups claim from share pages: shm_env_route_share */
-	if (b->routing_shm && !(flags & SUBTREE_SHARED) && s->conn &&
-	    ((broker_conn *)s->conn)->shm)
-		return; /* it reads the publisher's log itself */
+	/* A record from a publisher's log: groups claim from share pages
+	 * (shm_env_route_share); an shm subscriber reads the log itself. */
+	if (b->routing_shm && ((flags & SUBTREE_SHARED) ||
+			       (s->conn && ((broker_conn *)s->conn)->shm)))
+		return;
 	if (b->acl && !acl_allows(b, s, (mqtt_str){ m->topic, m->topic_len },
 				  ACL_READ))
 		return;

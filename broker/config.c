@@ -338,6 +338,14 @@ static const char *const tls_keys[] = {
 	"psk_file",
 };
 
+static bool key_in(const char *k, const char *const *keys, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(k, keys[i]) == 0)
+			return true;
+	return false;
+}
+
 static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 		      const cfg_pos *pos, const cfg_line *ln)
 {
@@ -586,18 +594,15 @@ static int apply_line(broker_cfg *cfg, const shimmy_log *log,
 				 "per_listener_settings is ignored: settings are global");
 		return 0;
 	}
-	for (size_t i = 0; i < sizeof(tls_keys) / sizeof(tls_keys[0]); i++)
-		if (strcmp(k, tls_keys[i]) == 0)
-			return cfg_error(log, pos,
-					 "'%s': TLS is not supported yet (a listener would be plain text)",
-					 k);
-	for (size_t i = 0;
-	     i < sizeof(unsupported_keys) / sizeof(unsupported_keys[0]); i++)
-		if (strcmp(k, unsupported_keys[i]) == 0) {
-			cfg_warn(log, pos, "'%s' is not supported yet, ignored",
+	if (key_in(k, tls_keys, sizeof(tls_keys) / sizeof(tls_keys[0])))
+		return cfg_error(log, pos,
+				 "'%s': TLS is not supported yet (a listener would be plain text)",
 				 k);
-			return 0;
-		}
+	if (key_in(k, unsupported_keys,
+		   sizeof(unsupported_keys) / sizeof(unsupported_keys[0]))) {
+		cfg_warn(log, pos, "'%s' is not supported yet, ignored", k);
+		return 0;
+	}
 	cfg_warn(log, pos, "unknown configuration key '%s', ignored", k);
 	return 0;
 }

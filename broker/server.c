@@ -594,6 +594,30 @@ static ssize_t conn_read_large(srv_conn *c, size_t need)
 	return r;
 }
 
+/* Keeps buf[used..have) as c's pending partial packet (closing c when out
+ * of memory). Returns 0, or -1 when c was closed. Owner thread, lock held. */
+static int conn_keep_rest(srv_conn *c, const uint8_t *buf, size_t used,
+			  size_t have)
+{
+	if (used > have)
+		used = have; /* defensive: never trust a count */
+	if (conn_keep_tail(c, buf + used, have - used) == 0)
+		return 0;
+	log_write(c->loop->s->log, LOG_ERR,
+		  "Closing connection: out of memory for input.");
+	conn_close(c);
+	return -1;
+}
+
+/* Back-pressure: stops reading c (the rest stays in the socket). Owner
+ * thread, lock held. May close c. */
+static void conn_pause(srv_conn *c)
+{
+	c->state |= SRV_CONN_PAUSED;
+	if (conn_set_events(c, conn_events(c)) < 0)
+		conn_close(c);
+}
+
 /* Reads until EAGAIN, a short read or the budget, feeding the core after
  * each read. Owner thread, lock held (dropped around each recv). May close
  * c. */
@@ -657,21 +681,12 @@ static void conn_read(srv_conn *c)
 		} else {
 			used = broker_conn_input(s->b, c->bc, buf, have, now);
 		}
-		if (used > have)
-			used = have; /* defensive: never trust a count */
-		if (!taken && conn_keep_tail(c, buf + used, have - used) < 0) {
-			log_write(s->log, LOG_ERR,
-				  "Closing connection: out of memory for input.");
-			conn_close(c);
+		if (!taken && conn_keep_rest(c, buf, used, have) < 0)
 			return;
-		}
 		if (broker_conn_flags(c->bc) & BROKER_CONN_WANT_CLOSE)
 			return;
 		if (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED) {
-			/* Back-pressure: leave the rest in the socket. */
-			c->state |= SRV_CONN_PAUSED;
-			if (conn_set_events(c, conn_events(c)) < 0)
-				conn_close(c);
+			conn_pause(c);
 			return;
 		}
 		if ((size_t)r < room)
@@ -692,14 +707,8 @@ static void conn_feed_tail(srv_conn *c)
 			return;
 		size_t used = broker_conn_input(s->b, c->bc, c->in, c->in_len,
 						core_clock(s));
-		if (used > c->in_len)
-			used = c->in_len;
-		if (used == 0)
+		if (used == 0 || conn_keep_rest(c, c->in, used, c->in_len) < 0)
 			return;
-		if (conn_keep_tail(c, c->in + used, c->in_len - used) < 0) {
-			conn_close(c);
-			return;
-		}
 	}
 }
 
@@ -716,11 +725,8 @@ static void conn_resume(srv_conn *c)
 		return;
 	}
 	conn_feed_tail(c);
-	if (c->bc && (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED)) {
-		c->state |= SRV_CONN_PAUSED;
-		if (conn_set_events(c, conn_events(c)) < 0)
-			conn_close(c);
-	}
+	if (c->bc && (broker_conn_flags(c->bc) & BROKER_CONN_THROTTLED))
+		conn_pause(c);
 }
 
 /* Owner thread, lock held. */

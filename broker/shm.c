@@ -171,6 +171,15 @@ static void *seg_body_len(const shimmy_seg *seg, size_t *len)
 
 /* ---- control messages --------------------------------------------------- */
 
+/* Closes the fds of a message that is not sent; negative ones are opens
+ * that failed. */
+static void fds_close(int *fds, unsigned nfds)
+{
+	for (unsigned i = 0; i < nfds; i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
+}
+
 /* Frames m and hands it with fds (transferred) to the core. */
 static int ctl_send(shm_broker *sb, shm_client *cl, const shimmy_ctl *m,
 		    int *fds, unsigned nfds)
@@ -192,9 +201,7 @@ static int ctl_send(shm_broker *sb, shm_client *cl, const shimmy_ctl *m,
 	return sb->env.send(cl->conn, sb->tx, (size_t)need, fds, nfds,
 			    sb->env.ctx);
 out_close:
-	for (unsigned i = 0; i < nfds; i++)
-		if (fds[i] >= 0)
-			close(fds[i]);
+	fds_close(fds, nfds);
 	return rc;
 }
 
@@ -202,6 +209,29 @@ static int dup_fd(int fd)
 {
 	int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
 	return d < 0 ? -errno : d;
+}
+
+/* A NUL-terminated copy of s[0..len) (caller owns), or NULL. */
+static char *name_dup(const char *s, size_t len)
+{
+	char *d = malloc(len + 1);
+	if (!d)
+		return NULL;
+	memcpy(d, s, len);
+	d[len] = '\0';
+	return d;
+}
+
+/* The two fds of one message, a and b (fds or -errno): 0 when both
+ * opened, else the one that did is closed and the error returned. */
+static int fd_pair(int fds[2], int a, int b)
+{
+	fds[0] = a;
+	fds[1] = b;
+	if (a >= 0 && b >= 0)
+		return 0;
+	fds_close(fds, 2);
+	return a < 0 ? a : b;
 }
 
 /* ---- attachments -------------------------------------------------------- */
@@ -224,8 +254,6 @@ static void idx_free(shm_log *lg, uint32_t idx)
 	lg->used[idx / 64] &= ~(1ull << (idx % 64));
 }
 
-/* Unlinks att from its log and client lists, frees its table entry and
- * its slot. The caller tells the writer (READER_DROP) if it must. */
 /* The messages reader a says it lost (its slot's counter, clamped). */
 static uint64_t att_lost(const shm_att *a)
 {
@@ -239,6 +267,8 @@ static uint64_t att_lost(const shm_att *a)
 	return v > SHM_SLOT_LOST_MAX ? SHM_SLOT_LOST_MAX : v;
 }
 
+/* Unlinks att from its log and client lists, frees its table entry and
+ * its slot. The caller tells the writer (READER_DROP) if it must. */
 static void att_free(shm_broker *sb, shm_att *a)
 {
 	shm_log *lg = a->log;
@@ -351,15 +381,10 @@ static int tell_track(shm_broker *sb, shm_log *lg, uint32_t idx, uint64_t gen,
 {
 	if (!lg->owner)
 		return 0;
-	int fds[2] = { shimmy_seg_open_ro(slot), dup_fd(bell->fd) };
-	if (fds[0] < 0 || fds[1] < 0) {
-		int rc = fds[0] < 0 ? fds[0] : fds[1];
-		if (fds[0] >= 0)
-			close(fds[0]);
-		if (fds[1] >= 0)
-			close(fds[1]);
+	int fds[2];
+	int rc = fd_pair(fds, shimmy_seg_open_ro(slot), dup_fd(bell->fd));
+	if (rc < 0)
 		return rc;
-	}
 	/* req_id: before LOG_GRANT, tells which LOG_CREATE it is for. */
 	shimmy_ctl m = { .type = SHIMMY_CTL_READER_ADD, .log_id = lg->id,
 			 .idx = idx, .gen = gen, .req_id = lg->req_id };
@@ -394,14 +419,9 @@ static void attach_client(shm_broker *sb, shm_log *lg, shm_client *cl,
 		att_free(sb, a);
 		return;
 	}
-	int fds[2] = { shimmy_seg_open_ro(&lg->seg), dup_fd(a->slot.fd) };
-	if (fds[0] < 0 || fds[1] < 0) {
-		if (fds[0] >= 0)
-			close(fds[0]);
-		if (fds[1] >= 0)
-			close(fds[1]);
+	int fds[2];
+	if (fd_pair(fds, shimmy_seg_open_ro(&lg->seg), dup_fd(a->slot.fd)) < 0)
 		goto out_drop;
-	}
 	shimmy_ctl m = { .type = SHIMMY_CTL_LOG_ATTACH, .log_id = lg->id,
 			 .idx = a->idx, .gen = a->gen,
 			 .flags = ((ring_flags & SHIMMY_RING_FROM_HEAD)
@@ -536,11 +556,9 @@ static shm_share *share_new(shm_broker *sb, shm_log *lg, const char *filter,
 	shm_share *sh = calloc(1, sizeof(*sh));
 	if (!sh)
 		return NULL;
-	sh->filter = malloc(flen + 1);
+	sh->filter = name_dup(filter, flen);
 	if (!sh->filter)
 		goto out_free;
-	memcpy(sh->filter, filter, flen);
-	sh->filter[flen] = '\0';
 	sh->filter_len = (uint16_t)flen;
 	sh->log = lg;
 	int idx = idx_alloc(lg, mem, len);
@@ -601,14 +619,9 @@ static shm_memb *memb_add(shm_broker *sb, shm_share *sh, shm_client *cl)
 		goto out_free;
 	m->cl = cl;
 	m->wake = (uint32_t)wake;
-	int fds[2] = { shimmy_seg_open_ro(&lg->seg), dup_fd(sh->page.fd) };
-	if (fds[0] < 0 || fds[1] < 0) {
-		if (fds[0] >= 0)
-			close(fds[0]);
-		if (fds[1] >= 0)
-			close(fds[1]);
+	int fds[2];
+	if (fd_pair(fds, shimmy_seg_open_ro(&lg->seg), dup_fd(sh->page.fd)) < 0)
 		goto out_wake;
-	}
 	shimmy_ctl a = { .type = SHIMMY_CTL_SHARE_ATTACH, .log_id = lg->id,
 			 .idx = sh->idx, .gen = sh->gen, .topic = lg->topic,
 			 .topic_len = lg->topic_len };
@@ -687,6 +700,13 @@ static void share_free(shm_broker *sb, shm_share *sh, uint32_t reason)
 	free(sh);
 }
 
+/* Frees sh once it has neither members nor the broker's claims. */
+static void share_put(shm_broker *sb, shm_share *sh)
+{
+	if (!sh->membs && !sh->claiming)
+		share_free(sb, sh, 0);
+}
+
 typedef struct share_sync_arg {
 	shm_broker *sb;
 	shm_log *lg;
@@ -751,8 +771,7 @@ static void share_sync(shm_broker *sb, shm_log *lg)
 						   sh->filter, sh->filter_len,
 						   lg->topic, lg->topic_len,
 						   sb->env.ctx));
-		if (!sh->membs && !sh->claiming)
-			share_free(sb, sh, 0);
+		share_put(sb, sh);
 	}
 }
 
@@ -765,8 +784,7 @@ static void share_log_closed(shm_broker *sb, shm_log *lg)
 		next = sh->next;
 		while (sh->membs)
 			memb_free(sb, sh, sh->membs, 0);
-		if (!sh->claiming)
-			share_free(sb, sh, 0);
+		share_put(sb, sh);
 	}
 }
 
@@ -781,8 +799,7 @@ static void share_client_gone(shm_broker *sb, shm_client *cl)
 			if (!m)
 				continue;
 			memb_free(sb, sh, m, 0);
-			if (!sh->membs && !sh->claiming)
-				share_free(sb, sh, 0);
+			share_put(sb, sh);
 		}
 	}
 }
@@ -840,8 +857,7 @@ static int share_poll(shm_broker *sb, shm_log *lg)
 			if (rc == MQTT_ERR_MALFORMED)
 				sb->st.dropped_logs++;
 			share_set_claiming(sb, sh, false);
-			if (!sh->membs)
-				share_free(sb, sh, 0);
+			share_put(sb, sh);
 			break;
 		}
 		if (n == SHM_POLL_BUDGET)
@@ -908,11 +924,9 @@ static shm_log *log_new(shm_broker *sb, shm_client *owner, const char *topic,
 	shm_log *lg = calloc(1, sizeof(*lg));
 	if (!lg)
 		return NULL;
-	lg->topic = malloc(topic_len + 1);
+	lg->topic = name_dup(topic, topic_len);
 	if (!lg->topic)
 		goto out_free;
-	memcpy(lg->topic, topic, topic_len);
-	lg->topic[topic_len] = '\0';
 	lg->topic_len = (uint16_t)topic_len;
 	lg->inbound = inbound;
 	lg->reliable = (ring_flags & SHIMMY_RING_RELIABLE) != 0;
@@ -1220,12 +1234,8 @@ static int log_poll(shm_broker *sb, shm_log *lg)
 		shimmy_ring_msg msg;
 		int rc = shimmy_ring_receive(a->rd, &msg, sb->rx, sb->rx_cap);
 		if (rc == MQTT_ERR_NOSPACE) {
-			size_t need = (size_t)msg.props_len + msg.payload_len;
-			uint8_t *p = realloc(sb->rx, need);
-			if (!p)
+			if (!rx_fit(sb, (size_t)msg.props_len + msg.payload_len))
 				return 0;
-			sb->rx = p;
-			sb->rx_cap = need;
 			continue;
 		}
 		if (rc == 1) {
@@ -1361,10 +1371,7 @@ shm_client *shm_client_open(shm_broker *sb, void *conn)
 						   SHIMMY_CTL_F_FROM_HEAD };
 			ctl_send(sb, cl, &im, fds, 2);
 		} else {
-			if (fds[0] >= 0)
-				close(fds[0]);
-			if (fds[1] >= 0)
-				close(fds[1]);
+			fds_close(fds, 2);
 			log_free(sb, lg, cl);
 			cl->inbound = NULL;
 		}

@@ -150,6 +150,14 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 const char *shimmy_strerror(int err)
 {
 	switch (err) {
@@ -1729,18 +1737,12 @@ static void shm_spin(shimmy_client *c)
 	int64_t us = c->spin_env_us >= 0 ? c->spin_env_us : cshm_spin_us(c->shm);
 	if (us <= 0)
 		return;
-	struct timespec t0, t1;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int64_t t0 = mono_ns();
 	for (unsigned i = 0;; i++) {
 		if (cshm_has_data(c->shm))
 			return;
-		if ((i & 63) == 63) {
-			clock_gettime(CLOCK_MONOTONIC, &t1);
-			int64_t ns = (t1.tv_sec - t0.tv_sec) * 1000000000LL +
-				     (t1.tv_nsec - t0.tv_nsec);
-			if (ns >= us * 1000)
-				return;
-		}
+		if ((i & 63) == 63 && mono_ns() - t0 >= us * 1000)
+			return;
 	}
 }
 
@@ -1865,14 +1867,6 @@ static inline void cpu_pause(void)
 #if defined(__x86_64__) || defined(__i386__)
 	__builtin_ia32_pause();
 #endif
-}
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 /*

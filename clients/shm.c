@@ -734,6 +734,20 @@ static cshm_wr *wr_find(cshm *s, const char *topic, size_t len)
 	return w;
 }
 
+/* A writer for topic (len <= 65535), not linked in; NULL without memory. */
+static cshm_wr *wr_new(const char *topic, size_t len)
+{
+	cshm_wr *w = calloc(1, sizeof(*w));
+	if (!w || !(w->topic = malloc(len + 1))) {
+		free(w);
+		return NULL;
+	}
+	memcpy(w->topic, topic, len);
+	w->topic[len] = '\0';
+	w->topic_len = (uint16_t)len;
+	return w;
+}
+
 int cshm_log_state(cshm *s, const char *topic, size_t len)
 {
 	cshm_wr *w = s && s->b ? wr_find(s, topic, len) : NULL;
@@ -747,14 +761,8 @@ int cshm_log_request(cshm *s, const char *topic, size_t len, uint32_t cls,
 		return SHIMMY_ERR_STATE;
 	cshm_wr *w = wr_find(s, topic, len);
 	if (!w) {
-		w = calloc(1, sizeof(*w));
-		if (!w || !(w->topic = malloc(len + 1))) {
-			free(w);
+		if (!(w = wr_new(topic, len)))
 			return SHIMMY_ERR_NOMEM;
-		}
-		memcpy(w->topic, topic, len);
-		w->topic[len] = '\0';
-		w->topic_len = (uint16_t)len;
 		w->next = s->wrs;
 		s->wrs = w;
 	}
@@ -787,14 +795,9 @@ int cshm_log_grow(cshm *s, const char *topic, size_t len, size_t props_len,
 		cls++;
 	if (cls == SHIMMY_SEG_CLASSES || shimmy_seg_class_cap(cls) <= now_cap)
 		return 0; /* no class holds it (MQTT carries it), or it fits */
-	cshm_wr *n = calloc(1, sizeof(*n));
-	if (!n || !(n->topic = malloc(len + 1))) {
-		free(n);
+	cshm_wr *n = wr_new(topic, len);
+	if (!n)
 		return SHIMMY_ERR_NOMEM;
-	}
-	memcpy(n->topic, topic, len);
-	n->topic[len] = '\0';
-	n->topic_len = (uint16_t)len;
 	n->state = CSHM_LOG_PENDING;
 	n->req_id = ++s->next_req;
 	n->reliable = w->reliable;

@@ -1039,14 +1039,7 @@ static int reader_next(shimmy_ring_reader *r, shimmy_ring_msg *msg,
 		msg->lost = r->lost_pending + lost;
 		r->lost_pending = 0;
 		r->next_seq = rv.seq + 1;
-		msg->props = rv.props;
-		msg->payload = rv.payload;
-		msg->props_len = rv.props_len;
-		msg->payload_len = rv.payload_len;
-		msg->flags = rv.flags & (SHIMMY_MSG_QOS_MASK | SHIMMY_MSG_RETAIN);
-		msg->seq = rv.seq;
-		msg->pos = r->pos;
-		msg->rec_len = rv.rec_len;
+		ring_msg_from_rec(msg, &rv, r->pos);
 		if (borrow) {
 			r->borrowed = 1;
 			r->borrow_end = r->pos + rv.rec_len;
@@ -1103,15 +1096,8 @@ int shimmy_ring_borrow_many(shimmy_ring_reader *r, shimmy_ring_msg *msgs,
 		 * one before it, so the hardware sees a chain of misses. */
 		__builtin_prefetch(rec_at(&r->v, pos + READ_AHEAD), 0, 3);
 
-		m->props = rv.props;
-		m->payload = rv.payload;
-		m->props_len = rv.props_len;
-		m->payload_len = rv.payload_len;
-		m->flags = rv.flags & (SHIMMY_MSG_QOS_MASK | SHIMMY_MSG_RETAIN);
-		m->seq = rv.seq;
+		ring_msg_from_rec(m, &rv, pos);
 		m->lost = 0;
-		m->pos = pos;
-		m->rec_len = rv.rec_len;
 		r->next_seq = rv.seq + 1;
 		pos += rv.rec_len;
 	}

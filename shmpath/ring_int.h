@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "shmpath/ring.h"
+
 #define RING_MAGIC 0x474e495259594853ull /* "SHYYRING" */
 #define RING_VERSION 2u
 #define RING_HDR_SIZE 4096u
@@ -212,6 +214,21 @@ struct rec_view {
 	uint32_t flags, props_len, payload_len, rec_len;
 	const uint8_t *props, *payload;
 };
+
+/* The message of record rv at pos, as borrow/receive/claim return it;
+ * msg->lost is the caller's. Inline: on the reader's per-record path. */
+static inline void ring_msg_from_rec(shimmy_ring_msg *msg,
+				     const struct rec_view *rv, uint64_t pos)
+{
+	msg->props = rv->props;
+	msg->payload = rv->payload;
+	msg->props_len = rv->props_len;
+	msg->payload_len = rv->payload_len;
+	msg->flags = rv->flags & (SHIMMY_MSG_QOS_MASK | SHIMMY_MSG_RETAIN);
+	msg->seq = rv->seq;
+	msg->pos = pos;
+	msg->rec_len = rv->rec_len;
+}
 
 /* Reads and bounds-checks the header at pos (acquire on commit). Does not
  * check for overwrite after the caller's copy: call ring_overrun(). */

@@ -106,6 +106,13 @@ static int group_detached(const shimmy_share_member *m)
 					    memory_order_relaxed);
 }
 
+static int log_closed(const shimmy_share_member *m)
+{
+	/* Acquire pairs with the release RMW of state in close. */
+	return (atomic_load_explicit(&m->v.hdr->state, memory_order_acquire) &
+		RING_S_CLOSED) != 0;
+}
+
 /* Moves the cursor from c to to; losing the race is fine (someone else
  * moved it). acq_rel: the release half orders our reads of the records
  * below `to` before the writer's acquire load of the cursor (reader_pos);
@@ -152,10 +159,7 @@ int shimmy_share_claim(shimmy_share_member *m, shimmy_ring_msg *msg,
 		if (rc == REC_EMPTY) {
 			if (group_detached(m))
 				return -ENOLINK;
-			/* Acquire pairs with the release RMW in close. */
-			if (atomic_load_explicit(&m->v.hdr->state,
-						 memory_order_acquire) &
-				    RING_S_CLOSED &&
+			if (log_closed(m) &&
 			    ring_rec_peek(&m->v, c, &rv) == REC_EMPTY)
 				return -EPIPE;
 			return 0;
@@ -178,16 +182,10 @@ int shimmy_share_claim(shimmy_share_member *m, shimmy_ring_msg *msg,
 				if (!move_cursor(m, c, c + rv.rec_len))
 					continue; /* another member won it */
 				note_claim(m, rv.seq);
-				msg->props = out;
-				msg->payload = out + rv.props_len;
-				msg->props_len = rv.props_len;
-				msg->payload_len = rv.payload_len;
-				msg->flags = rv.flags & (SHIMMY_MSG_QOS_MASK |
-							 SHIMMY_MSG_RETAIN);
-				msg->seq = rv.seq;
+				rv.props = out;
+				rv.payload = out + rv.props_len;
+				ring_msg_from_rec(msg, &rv, c);
 				msg->lost = 0;
-				msg->pos = c;
-				msg->rec_len = rv.rec_len;
 				return 1;
 			}
 		}
@@ -213,10 +211,7 @@ int shimmy_share_ready(void *member)
 		return 1; /* claim reports it as malformed */
 	if (ring_rec_peek(&m->v, c, &rv) != REC_EMPTY)
 		return 1;
-	/* Acquire pairs with the release RMW in close. */
-	return group_detached(m) ||
-	       (atomic_load_explicit(&m->v.hdr->state, memory_order_acquire) &
-		RING_S_CLOSED) != 0;
+	return group_detached(m) || log_closed(m);
 }
 
 uint64_t shimmy_share_claimed(const shimmy_share_member *m)

@@ -479,7 +479,8 @@ class RawClient:
     def send(self, data):
         self.sock.sendall(data)
 
-    def _fill(self, deadline):
+    def _read(self, deadline):
+        """Bytes from the socket; socket.timeout past deadline, Closed on EOF."""
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise socket.timeout()
@@ -491,7 +492,10 @@ class RawClient:
         if not chunk:
             self.closed = True
             raise Closed()
-        self.buf += chunk
+        return chunk
+
+    def _fill(self, deadline):
+        self.buf += self._read(deadline)
 
     def recv(self, timeout=5.0):
         """Next packet; socket.timeout if none in time; Closed on EOF."""

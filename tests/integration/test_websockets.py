@@ -132,18 +132,7 @@ class WsRaw(h.RawClient):
                     self.closed = True
                     raise h.Closed()
                 continue
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise socket.timeout()
-            self.sock.settimeout(remaining)
-            try:
-                chunk = self.sock.recv(65536)
-            except (ConnectionResetError, BrokenPipeError):
-                chunk = b""
-            if not chunk:
-                self.closed = True
-                raise h.Closed()
-            self.raw += chunk
+            self.raw += self._read(deadline)
 
 
 # ---------------------------------------------------------------- tests

@@ -5,10 +5,15 @@ find_package(Threads REQUIRED)
 target_link_libraries(shimmy_broker_shm_only PUBLIC shimmy_shmpath Threads::Threads)
 shimmy_unit_test(test_shm_broker shimmy_broker_shm_only)
 
+# The fake broker core both client-side tests below drive the broker module
+# through (shm_fakes.h).
+set(SHIMMY_SHM_FAKES ${CMAKE_CURRENT_SOURCE_DIR}/shm_fakes.c)
+
 # libshimmy's shm side (clients/shm.c), driven by the broker module above
 # through a fake core: the two ends of the control protocol against each
 # other, with real segments.
-add_executable(test_client_shm test_client_shm.c ${CMAKE_SOURCE_DIR}/clients/shm.c
+add_executable(test_client_shm test_client_shm.c ${SHIMMY_SHM_FAKES}
+               ${CMAKE_SOURCE_DIR}/clients/shm.c
                ${CMAKE_SOURCE_DIR}/clients/shmshare.c
                ${CMAKE_SOURCE_DIR}/clients/session.c ${CMAKE_SOURCE_DIR}/clients/outq.c)
 target_include_directories(test_client_shm PRIVATE ${CMAKE_SOURCE_DIR}/clients/include)
@@ -18,7 +23,7 @@ set_tests_properties(unit.test_client_shm PROPERTIES LABELS unit TIMEOUT 120)
 
 # Shared subscriptions over shm: clients/shmshare (and clients/shm) against
 # the broker module, through a fake core that knows the groups.
-add_executable(test_client_shmshare test_client_shmshare.c
+add_executable(test_client_shmshare test_client_shmshare.c ${SHIMMY_SHM_FAKES}
                ${CMAKE_SOURCE_DIR}/clients/shm.c ${CMAKE_SOURCE_DIR}/clients/shmshare.c
                ${CMAKE_SOURCE_DIR}/clients/session.c ${CMAKE_SOURCE_DIR}/clients/outq.c)
 target_include_directories(test_client_shmshare PRIVATE ${CMAKE_SOURCE_DIR}/clients/include)

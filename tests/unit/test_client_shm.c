@@ -21,97 +21,17 @@
 #include "mqtt/packet.h"
 #include "mqtt/topic.h"
 #include "shmpath/ctl.h"
-
-typedef struct fconn {
-	cshm *cs;
-	shimmy_fdq q;
-	const char *filter;
-	int ctl_errors;
-} fconn;
-
-static int f_send(void *conn, const uint8_t *pkt, size_t len, int *fds,
-		  unsigned nfds, void *ctx)
-{
-	(void)ctx;
-	fconn *c = conn;
-	mqtt_packet p;
-	assert_int_equal(mqtt_decode(pkt, len, MQTT_V5, 0, &p), (int)len);
-	for (unsigned i = 0; i < nfds; i++)
-		shimmy_fdq_push(&c->q, fds[i]);
-	if (cshm_on_ctl(c->cs, p.u.publish.payload.ptr, p.u.publish.payload.len,
-			&c->q) < 0)
-		c->ctl_errors++;
-	return 0;
-}
-
-static bool f_may(void *conn, const char *t, size_t len, bool w, void *ctx)
-{
-	(void)conn; (void)t; (void)len; (void)w; (void)ctx;
-	return true;
-}
-
-static bool f_wants(void *conn, const char *t, size_t len, void *from, void *ctx)
-{
-	(void)from; (void)ctx;
-	fconn *c = conn;
-	return c->filter && mqtt_topic_match(mqtt_str_c(c->filter),
-					     (mqtt_str){ t, (uint32_t)len });
-}
-
-static bool f_others(const char *t, size_t len, void *ctx)
-{
-	(void)t; (void)len; (void)ctx;
-	return false;
-}
-
-static void f_route(void *from, const char *t, size_t len,
-		    const shimmy_ring_msg *m, void *ctx)
-{
-	(void)from; (void)t; (void)len; (void)m; (void)ctx;
-}
+#include "shm_fakes.h"
 
 static shm_broker *mk(void)
 {
-	static shm_env env = { .send = f_send, .may = f_may, .wants = f_wants,
-			       .others_want = f_others, .route = f_route };
-	shm_limits lim = { 1ull << 30, 10, 1000 };
-	int err;
-	shm_broker *sb = shm_broker_create(&env, &lim, &err);
-	assert_non_null(sb);
-	return sb;
-}
-
-static void conn_init(fconn *c, const char *filter)
-{
-	memset(c, 0, sizeof(*c));
-	c->cs = cshm_create(NULL);
-	assert_non_null(c->cs);
-	shimmy_fdq_init(&c->q);
-	c->filter = filter;
-}
-
-static void conn_fini(fconn *c)
-{
-	cshm_destroy(c->cs);
-	shimmy_fdq_fini(&c->q);
-}
-
-/* The publisher side of the request/grant exchange; flags:
- * SHIMMY_CTL_F_RELIABLE for a QoS 1/2 log. */
-static void request_log_f(shm_broker *sb, shm_client *bc, fconn *c, const char *topic,
-			  unsigned flags)
-{
-	uint8_t buf[256];
-	int n = cshm_log_request(c->cs, topic, strlen(topic), UINT32_MAX, flags, buf,
-				 sizeof(buf));
-	assert_true(n > 0);
-	assert_int_equal(cshm_log_state(c->cs, topic, strlen(topic)), CSHM_LOG_PENDING);
-	assert_int_equal(shm_client_ctl(sb, bc, buf, (size_t)n), 0);
+	shm_env env = fake_env(NULL);
+	return fake_broker(&env);
 }
 
 static void request_log(shm_broker *sb, shm_client *bc, fconn *c, const char *topic)
 {
-	request_log_f(sb, bc, c, topic, 0);
+	fake_request_log(sb, bc, c, topic, 0);
 }
 
 static void test_publish_receive_loan_inbound(void **state)
@@ -119,8 +39,8 @@ static void test_publish_receive_loan_inbound(void **state)
 	(void)state;
 	shm_broker *sb = mk();
 	fconn P, S;
-	conn_init(&P, NULL);
-	conn_init(&S, "a/#");
+	fconn_init(&P, NULL, NULL);
+	fconn_init(&S, "a/#", NULL);
 	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S);
 	assert_non_null(bp);
 	assert_non_null(bs);
@@ -276,15 +196,15 @@ static void test_publish_receive_loan_inbound(void **state)
 
 	shm_client_close(sb, bs);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&S);
+	fconn_fini(&P);
+	fconn_fini(&S);
 }
 
 static void test_bad_control_messages(void **state)
 {
 	(void)state;
 	fconn c;
-	conn_init(&c, NULL);
+	fconn_init(&c, NULL, NULL);
 	uint8_t junk[64] = { 0 };
 	assert_true(cshm_on_ctl(c.cs, junk, sizeof(junk), &c.q) < 0);
 	/* A message announcing fds that never came. */
@@ -297,7 +217,7 @@ static void test_bad_control_messages(void **state)
 	n = shimmy_ctl_encode(&m, buf, sizeof(buf));
 	assert_true(cshm_on_ctl(c.cs, buf, (size_t)n, &c.q) < 0);
 	assert_int_equal(cshm_ready_session(c.cs), 0);
-	conn_fini(&c);
+	fconn_fini(&c);
 }
 
 /* Drains S, checking that the messages carry QoS 1 and the payloads
@@ -345,9 +265,9 @@ static void test_reliable_log(void **state)
 	(void)state;
 	shm_broker *sb = mk(); /* reader timeout 1000 ms */
 	fconn P, S, T;
-	conn_init(&P, NULL);
-	conn_init(&S, "r/#");
-	conn_init(&T, "r/#");
+	fconn_init(&P, NULL, NULL);
+	fconn_init(&S, "r/#", NULL);
+	fconn_init(&T, "r/#", NULL);
 	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S),
 		   *bt = shm_client_open(sb, &T);
 	assert_true(bp && bs && bt);
@@ -357,7 +277,7 @@ static void test_reliable_log(void **state)
 	assert_int_equal(cshm_log_reliable(P.cs, "lossy/x", 7), 0);
 	assert_int_equal(cshm_publish_qos(P.cs, "lossy/x", 7, NULL, 0, "q", 1, 1, 0), -ENOENT);
 
-	request_log_f(sb, bp, &P, "r/x", SHIMMY_CTL_F_RELIABLE);
+	fake_request_log(sb, bp, &P, "r/x", SHIMMY_CTL_F_RELIABLE);
 	assert_int_equal(cshm_log_state(P.cs, "r/x", 3), CSHM_LOG_READY);
 	assert_int_equal(cshm_log_reliable(P.cs, "r/x", 3), 1);
 	assert_int_equal(cshm_readers(S.cs), 1);
@@ -438,9 +358,9 @@ static void test_reliable_log(void **state)
 	shm_client_close(sb, bs);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&S);
-	conn_fini(&T);
+	fconn_fini(&P);
+	fconn_fini(&S);
+	fconn_fini(&T);
 }
 
 /* Reads S's next message; returns its QoS. */
@@ -470,14 +390,14 @@ static void test_qos_capped_by_subscription(void **state)
 	uint16_t pid;
 	assert_int_equal(session_subscribe(&ss, "q/#", 0, 0, &pid), 0);
 	fconn P, S;
-	conn_init(&P, NULL);
-	conn_init(&S, "q/#");
+	fconn_init(&P, NULL, NULL);
+	fconn_init(&S, "q/#", NULL);
 	cshm_destroy(S.cs);
 	S.cs = cshm_create(&ss);
 	assert_non_null(S.cs);
 	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S);
 	assert_true(bp && bs);
-	request_log_f(sb, bp, &P, "q/x", SHIMMY_CTL_F_RELIABLE);
+	fake_request_log(sb, bp, &P, "q/x", SHIMMY_CTL_F_RELIABLE);
 	assert_int_equal(cshm_readers(S.cs), 1);
 
 	/* Subscribed at QoS 0: a QoS 1 record arrives at QoS 0. */
@@ -507,8 +427,8 @@ static void test_qos_capped_by_subscription(void **state)
 	shm_client_close(sb, bs);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&S);
+	fconn_fini(&P);
+	fconn_fini(&S);
 	session_fini(&ss);
 }
 
@@ -539,13 +459,10 @@ static void g_route(void *from, const char *t, size_t len,
 
 static shm_broker *mk_routed(groute *r)
 {
-	shm_env env = { .send = f_send, .may = f_may, .wants = f_wants,
-			.others_want = g_others, .route = g_route, .ctx = r };
-	shm_limits lim = { 1ull << 30, 10, 1000 };
-	int err;
-	shm_broker *sb = shm_broker_create(&env, &lim, &err);
-	assert_non_null(sb);
-	return sb;
+	shm_env env = fake_env(r);
+	env.others_want = g_others;
+	env.route = g_route;
+	return fake_broker(&env);
 }
 
 /* Message i of the growth test: small ones of 8 bytes, i == 5 and i == 9
@@ -566,8 +483,8 @@ static void log_growth_case(unsigned flags)
 	groute r = { .others = true };
 	shm_broker *sb = mk_routed(&r);
 	fconn P, S;
-	conn_init(&P, NULL);
-	conn_init(&S, "g/#");
+	fconn_init(&P, NULL, NULL);
+	fconn_init(&S, "g/#", NULL);
 	shm_client *bp = shm_client_open(sb, &P), *bs = shm_client_open(sb, &S);
 	assert_non_null(bp);
 	assert_non_null(bs);
@@ -648,8 +565,8 @@ static void log_growth_case(unsigned flags)
 	shm_client_close(sb, bs);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&S);
+	fconn_fini(&P);
+	fconn_fini(&S);
 }
 
 static void test_log_growth_keeps_order(void **state)
@@ -675,9 +592,9 @@ static void test_bad_log_replace(void **state)
 	(void)state;
 	shm_broker *sb = mk();
 	fconn P, Q, S;
-	conn_init(&P, NULL);
-	conn_init(&Q, NULL);
-	conn_init(&S, "b/#");
+	fconn_init(&P, NULL, NULL);
+	fconn_init(&Q, NULL, NULL);
+	fconn_init(&S, "b/#", NULL);
 	shm_client *bp = shm_client_open(sb, &P), *bq = shm_client_open(sb, &Q),
 		   *bs = shm_client_open(sb, &S);
 	assert_non_null(bp);
@@ -741,9 +658,9 @@ static void test_bad_log_replace(void **state)
 	shm_client_close(sb, bq);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&Q);
-	conn_fini(&S);
+	fconn_fini(&P);
+	fconn_fini(&Q);
+	fconn_fini(&S);
 }
 
 int main(void)

@@ -24,17 +24,9 @@
 #include "mqtt/topic.h"
 #include "shmpath/ctl.h"
 #include "shmpath/segment.h"
+#include "shm_fakes.h"
 
 #define NCONN 4
-
-typedef struct fconn {
-	cshm *cs;
-	shimmy_fdq q;
-	const char *share;  /* its one "$share/G/f" subscription, or NULL */
-	int ctl_errors;
-	int attaches, detaches;
-	int page_fd;        /* a dup of the last share page fd, or -1 */
-} fconn;
 
 typedef struct fcore {
 	fconn *conns[NCONN];
@@ -46,49 +38,6 @@ typedef struct fcore {
 } fcore;
 
 static fcore core;
-
-static int f_send(void *conn, const uint8_t *pkt, size_t len, int *fds,
-		  unsigned nfds, void *ctx)
-{
-	(void)ctx;
-	fconn *c = conn;
-	mqtt_packet p;
-	shimmy_ctl m;
-	assert_int_equal(mqtt_decode(pkt, len, MQTT_V5, 0, &p), (int)len);
-	assert_int_equal(shimmy_ctl_decode(p.u.publish.payload.ptr,
-					   p.u.publish.payload.len, &m), 0);
-	c->attaches += m.type == SHIMMY_CTL_SHARE_ATTACH;
-	c->detaches += m.type == SHIMMY_CTL_SHARE_DETACH;
-	if (m.type == SHIMMY_CTL_SHARE_ATTACH) {
-		if (c->page_fd >= 0)
-			close(c->page_fd);
-		c->page_fd = dup(fds[1]);
-	}
-	for (unsigned i = 0; i < nfds; i++)
-		shimmy_fdq_push(&c->q, fds[i]);
-	if (cshm_on_ctl(c->cs, p.u.publish.payload.ptr, p.u.publish.payload.len,
-			&c->q) < 0)
-		c->ctl_errors++;
-	return 0;
-}
-
-static bool f_may(void *conn, const char *t, size_t len, bool w, void *ctx)
-{
-	(void)conn; (void)t; (void)len; (void)w; (void)ctx;
-	return true;
-}
-
-static bool f_wants(void *conn, const char *t, size_t len, void *from, void *ctx)
-{
-	(void)conn; (void)t; (void)len; (void)from; (void)ctx;
-	return false; /* no plain subscriptions here */
-}
-
-static bool f_others(const char *t, size_t len, void *ctx)
-{
-	(void)t; (void)len; (void)ctx;
-	return false;
-}
 
 static void f_route(void *from, const char *t, size_t len,
 		    const shimmy_ring_msg *m, void *ctx)
@@ -154,45 +103,24 @@ static bool f_route_share(void *from, const char *f, size_t flen,
 
 static shm_broker *mk(void)
 {
-	static shm_env env;
-	env = (shm_env){ .send = f_send, .may = f_may, .wants = f_wants,
-			 .others_want = f_others, .route = f_route,
-			 .shares = f_shares, .share_others = f_share_others,
-			 .route_share = f_route_share, .ctx = &core };
-	shm_limits lim = { 1ull << 30, 10, 1000 };
-	int err;
+	shm_env env = fake_env(&core);
+	env.route = f_route;
+	env.shares = f_shares;
+	env.share_others = f_share_others;
+	env.route_share = f_route_share;
 	memset(&core, 0, sizeof(core));
-	shm_broker *sb = shm_broker_create(&env, &lim, &err);
-	assert_non_null(sb);
-	return sb;
+	return fake_broker(&env);
 }
 
 static void conn_init(fconn *c, const char *share, int slot)
 {
-	memset(c, 0, sizeof(*c));
-	c->cs = cshm_create(NULL);
-	assert_non_null(c->cs);
-	shimmy_fdq_init(&c->q);
-	c->page_fd = -1;
-	c->share = share;
+	fconn_init(c, NULL, share);
 	core.conns[slot] = c;
-}
-
-static void conn_fini(fconn *c)
-{
-	cshm_destroy(c->cs);
-	shimmy_fdq_fini(&c->q);
-	if (c->page_fd >= 0)
-		close(c->page_fd);
 }
 
 static void request_log(shm_broker *sb, shm_client *bc, fconn *c, const char *topic)
 {
-	uint8_t buf[256];
-	int n = cshm_log_request(c->cs, topic, strlen(topic), UINT32_MAX, 0, buf,
-				 sizeof(buf));
-	assert_true(n > 0);
-	assert_int_equal(shm_client_ctl(sb, bc, buf, (size_t)n), 0);
+	fake_request_log(sb, bc, c, topic, 0);
 	assert_int_equal(cshm_log_state(c->cs, topic, strlen(topic)), CSHM_LOG_READY);
 }
 
@@ -285,9 +213,9 @@ static void test_members_claim_exactly_once(void **state)
 	shm_client_close(sb, ba);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&A);
-	conn_fini(&B);
+	fconn_fini(&P);
+	fconn_fini(&A);
+	fconn_fini(&B);
 }
 
 /* A mixed group: the broker claims from the same page for the members it
@@ -360,8 +288,8 @@ static void test_broker_claims_for_others(void **state)
 	assert_int_equal(stats(sb).shares, 0);
 	assert_int_equal(stats(sb).logs, 0);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&A);
+	fconn_fini(&P);
+	fconn_fini(&A);
 }
 
 /* The publisher goes while members are attached: they drain the page,
@@ -386,8 +314,8 @@ static void test_publisher_gone_members_drain(void **state)
 	assert_int_equal(cshm_readers(A.cs), 0);
 	shm_client_close(sb, ba);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&A);
+	fconn_fini(&P);
+	fconn_fini(&A);
 }
 
 /* A member scribbling on the shared page harms its own group at most:
@@ -435,9 +363,9 @@ static void test_scribbled_page(void **state)
 	shm_client_close(sb, bp);
 	assert_int_equal(stats(sb).shares, 0);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&A);
-	conn_fini(&B);
+	fconn_fini(&P);
+	fconn_fini(&A);
+	fconn_fini(&B);
 }
 
 /* Publishes numbered (u32) QoS 1 records into P's reliable log "a/b"
@@ -543,8 +471,8 @@ static void test_stuck_group_cut_loose_and_rejoins(void **state)
 	shm_client_close(sb, ba);
 	shm_client_close(sb, bp);
 	shm_broker_destroy(sb);
-	conn_fini(&P);
-	conn_fini(&A);
+	fconn_fini(&P);
+	fconn_fini(&A);
 }
 
 int main(void)

@@ -53,6 +53,16 @@ static void group_init(struct group *g, uint32_t flags, uint64_t total)
 	atomic_store(&g->dup, 0);
 }
 
+/* A member of g's group (table entry 2), asserted created. */
+static shimmy_share_member *group_member(struct group *g)
+{
+	shimmy_share_member *m;
+
+	assert_int_equal(shimmy_share_member_create(&m, g->ring, g->ring_len,
+						    g->page, PG, 2), 0);
+	return m;
+}
+
 static void group_fini(struct group *g)
 {
 	shimmy_ring_writer_destroy(g->w);
@@ -69,10 +79,8 @@ static void test_claim_basic(void **state)
 
 	(void)state;
 	group_init(&g, 0, 1);
-	assert_int_equal(shimmy_share_member_create(&a, g.ring, g.ring_len,
-						    g.page, PG, 2), 0);
-	assert_int_equal(shimmy_share_member_create(&b, g.ring, g.ring_len,
-						    g.page, PG, 2), 0);
+	a = group_member(&g);
+	b = group_member(&g);
 	assert_int_equal(shimmy_share_claim(a, &m, buf, sizeof(buf)), 0);
 	assert_int_equal(shimmy_ring_publish(g.w, NULL, 0, "one", 3, 1, 0, 0), 0);
 	assert_int_equal(shimmy_ring_publish(g.w, NULL, 0, "two", 3, 1, 0, 0), 0);
@@ -103,8 +111,7 @@ static void test_lossy_group_counts_loss(void **state)
 
 	(void)state;
 	group_init(&g, 0, 1);
-	assert_int_equal(shimmy_share_member_create(&a, g.ring, g.ring_len,
-						    g.page, PG, 2), 0);
+	a = group_member(&g);
 	assert_int_equal(shimmy_ring_publish(g.w, NULL, 0, pay, 96, 0, 0, 0), 0);
 	assert_int_equal(shimmy_share_claim(a, &m, buf, sizeof(buf)), 1);
 	for (int i = 0; i < 2000; i++)
@@ -129,8 +136,7 @@ static void test_ready(void **state)
 
 	(void)state;
 	group_init(&g, 0, 1);
-	assert_int_equal(shimmy_share_member_create(&a, g.ring, g.ring_len,
-						    g.page, PG, 2), 0);
+	a = group_member(&g);
 	assert_int_equal(shimmy_share_ready(a), 0);
 	assert_int_equal(shimmy_ring_publish(g.w, NULL, 0, "x", 1, 0, 0, 0), 0);
 	assert_int_equal(shimmy_share_ready(a), 1);
@@ -157,8 +163,7 @@ static void test_scribbled_page(void **state)
 
 	(void)state;
 	group_init(&g, 0, 1);
-	assert_int_equal(shimmy_share_member_create(&a, g.ring, g.ring_len,
-						    g.page, PG, 2), 0);
+	a = group_member(&g);
 	for (int i = 0; i < 50; i++)
 		assert_int_equal(shimmy_ring_publish(g.w, NULL, 0, "abc", 3, 0,
 						     0, 0), 0);

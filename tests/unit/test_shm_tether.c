@@ -69,6 +69,16 @@ static void fx_init(struct fx *f)
 	assert_int_equal(shimmy_ring_slot_format(f->slot, SHIMMY_RING_SLOT_SIZE), 0);
 }
 
+/* What the broker does to attach a reader: seed the slot with gen, then
+ * set table entry idx ATTACHED. */
+static void fx_attach(struct fx *f, uint32_t idx, uint64_t gen, unsigned flags)
+{
+	assert_int_equal(shimmy_tether_seed(f->log, f->log_len, f->slot,
+					    SHIMMY_RING_SLOT_SIZE, gen, flags), 0);
+	assert_int_equal(shimmy_ring_slot_set(f->log, f->log_len, idx,
+					      SHIMMY_RING_SLOT_ATTACHED, gen), 0);
+}
+
 static void fx_fini(struct fx *f)
 {
 	munmap(f->log, f->log_len);
@@ -84,11 +94,7 @@ static void test_seed_holds_reliable_writer(void **state)
 	assert_int_equal(shimmy_ring_writer_create(&w, f.log, f.log_len), 0);
 	/* Seeded at the head (0) and attached: nobody has created a reader
 	 * on the slot, yet the writer must stop before lapping position 0. */
-	assert_int_equal(shimmy_tether_seed(f.log, f.log_len, f.slot,
-					    SHIMMY_RING_SLOT_SIZE, 7,
-					    SHIMMY_RING_FROM_HEAD), 0);
-	assert_int_equal(shimmy_ring_slot_set(f.log, f.log_len, 3,
-					      SHIMMY_RING_SLOT_ATTACHED, 7), 0);
+	fx_attach(&f, 3, 7, SHIMMY_RING_FROM_HEAD);
 	assert_int_equal(shimmy_ring_writer_track(w, 3, 7, f.slot,
 						  SHIMMY_RING_SLOT_SIZE, NULL), 0);
 	uint8_t pay[1000] = { 0 };
@@ -159,11 +165,7 @@ static void test_attached_untracked_reader_is_not_lapped(void **state)
 						     1, 0, 0), 0);
 	/* The broker attaches a reader (seed, then ATTACHED) and its client
 	 * maps the log; the writer never hears READER_ADD. */
-	assert_int_equal(shimmy_tether_seed(f.log, f.log_len, f.slot,
-					    SHIMMY_RING_SLOT_SIZE, 5,
-					    SHIMMY_RING_FROM_TAIL), 0);
-	assert_int_equal(shimmy_ring_slot_set(f.log, f.log_len, 4,
-					      SHIMMY_RING_SLOT_ATTACHED, 5), 0);
+	fx_attach(&f, 4, 5, SHIMMY_RING_FROM_TAIL);
 	shimmy_ring_reader *r;
 	assert_int_equal(shimmy_ring_reader_create(&r, f.log, f.log_len, f.slot,
 						   SHIMMY_RING_SLOT_SIZE, 4, 5,
