@@ -86,7 +86,9 @@ class ShmCase(unittest.TestCase):
         return self.broker.unix_path
 
     def sys(self, topic):
-        """A $SYS value, as published at the next interval."""
+        """A $SYS value, as published at the next interval. The retained
+        copy is skipped (-R): it may be up to one interval old, and count
+        what an earlier test did."""
         out = subprocess.run(["mosquitto_sub", "-p", str(self.broker.port), "-t", topic,
-                              "-C", "1", "-W", "5"], capture_output=True, timeout=10)
+                              "-R", "-C", "1", "-W", "5"], capture_output=True, timeout=10)
         return int(out.stdout.decode().split()[0])
