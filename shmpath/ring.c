@@ -15,6 +15,7 @@
 #include "shmpath/ring.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,8 @@
  * that a reader close behind the writer (and its hardware prefetcher) is
  * not reading those lines yet (1024 measured ~10% slower one by one). */
 #define WRITE_AHEAD 4096u
+/* A short record fills one alignment unit: it never needs a pad. */
+_Static_assert(REC_SHORT_LEN == RING_ALIGN, "short record size");
 /* Bytes ahead of a batch borrow the reader prefetches. */
 #define READ_AHEAD 512u
 /* Empty polls between two heartbeat updates (power of two). */
@@ -592,21 +595,40 @@ static void commit_short(shimmy_ring_writer *w, uint64_t pos, uint64_t seq,
 			      memory_order_release);
 }
 
-int shimmy_ring_reserve(shimmy_ring_writer *w, uint32_t props_len,
-			uint32_t payload_len, int64_t timeout_ns,
+/* Lends [start, start + rec) and asks for ownership of the line a few
+ * records ahead now, so that the read-for-ownership of lines readers
+ * still hold overlaps with our work instead of stalling the stores of a
+ * later record. */
+static inline void lend(shimmy_ring_writer *w, uint64_t start, uint64_t rec,
+			uint32_t props_len, uint32_t payload_len,
 			shimmy_ring_loan *loan)
+{
+	struct ring_view *v = &w->v;
+	uint8_t *p = v->data + (start & v->mask) +
+		     (w->pend_short ? REC_SHORT_HDR : REC_HDR);
+
+	prefetch_write(v->data + ((start + WRITE_AHEAD) & v->mask));
+	*loan = (shimmy_ring_loan){ .props = p, .payload = p + props_len,
+				    .props_len = props_len,
+				    .payload_len = payload_len,
+				    .seq = w->next_seq, .pos = start };
+	w->pend_pos = start;
+	w->pend_rec = (uint32_t)rec;
+	w->pending = 1;
+}
+
+/* shimmy_ring_reserve() past intent, or of a long record: waits for room
+ * (reliable), raises intent and pads to the ring's end if needed. Kept
+ * out of line so that the common case stays a few instructions. */
+static __attribute__((noinline)) int
+reserve_slow(shimmy_ring_writer *w, uint32_t props_len, uint32_t payload_len,
+	     int64_t timeout_ns, shimmy_ring_loan *loan)
 {
 	struct ring_view *v = &w->v;
 	uint64_t need = (uint64_t)REC_HDR + props_len + payload_len;
 	uint64_t rec, idx, pad, start, end;
-	uint8_t *p;
 	int rc;
 
-	if (w->pending)
-		return -EBUSY;
-	/* Small messages take the 32-byte short layout: two per line. */
-	w->pend_short = props_len == 0 && payload_len <= REC_SHORT_MAX &&
-			w->next_seq <= REC_M_SEQ;
 	rec = w->pend_short ? REC_SHORT_LEN : align_up(need);
 	if (rec > v->max_record)
 		return MQTT_ERR_TOO_LARGE;
@@ -627,22 +649,28 @@ int shimmy_ring_reserve(shimmy_ring_writer *w, uint32_t props_len,
 		w->tail = start;
 		publish_tail(w);
 	}
-	/* Ask for ownership of the line a few records ahead now, so that
-	 * the read-for-ownership of lines readers still hold overlaps with
-	 * our work instead of stalling the stores of a later record. */
-	prefetch_write(v->data + ((start + WRITE_AHEAD) & v->mask));
-	p = v->data + (start & v->mask) +
-	    (w->pend_short ? REC_SHORT_HDR : REC_HDR);
-	loan->props = p;
-	loan->payload = p + props_len;
-	loan->props_len = props_len;
-	loan->payload_len = payload_len;
-	loan->seq = w->next_seq;
-	loan->pos = start;
-	w->pend_pos = start;
-	w->pend_rec = (uint32_t)rec;
-	w->pending = 1;
+	lend(w, start, rec, props_len, payload_len, loan);
 	return 0;
+}
+
+int shimmy_ring_reserve(shimmy_ring_writer *w, uint32_t props_len,
+			uint32_t payload_len, int64_t timeout_ns,
+			shimmy_ring_loan *loan)
+{
+	if (w->pending)
+		return -EBUSY;
+	/* Small messages take the 32-byte short layout: two per line. */
+	w->pend_short = props_len == 0 && payload_len <= REC_SHORT_MAX &&
+			w->next_seq <= REC_M_SEQ;
+	/* The common case: a short record inside the current intent. It
+	 * needs no pad (tail and cap are multiples of RING_ALIGN =
+	 * REC_SHORT_LEN), no wait (a reliable writer made room up to intent
+	 * when it raised it) and no intent raise. */
+	if (w->pend_short && w->tail + REC_SHORT_LEN <= w->intent) {
+		lend(w, w->tail, REC_SHORT_LEN, 0, payload_len, loan);
+		return 0;
+	}
+	return reserve_slow(w, props_len, payload_len, timeout_ns, loan);
 }
 
 void shimmy_ring_wake(shimmy_ring_writer *w)
@@ -702,14 +730,19 @@ int shimmy_ring_reserve_many(shimmy_ring_writer *w, uint32_t props_len,
 	return (int)k;
 }
 
+/* What a record may carry: a QoS of 0..2 and retain. */
+static bool msg_flags_ok(uint32_t msg_flags)
+{
+	return !(msg_flags & ~(uint32_t)(SHIMMY_MSG_QOS_MASK | SHIMMY_MSG_RETAIN)) &&
+	       (msg_flags & SHIMMY_MSG_QOS_MASK) != SHIMMY_MSG_QOS_MASK;
+}
+
 int shimmy_ring_commit_many(shimmy_ring_writer *w, shimmy_ring_loan *loans,
 			    unsigned n, uint32_t msg_flags, unsigned flags)
 {
 	uint64_t pos = w->pend_pos;
 
-	if (!n || w->pending != n || loans[0].pos != w->pend_pos ||
-	    (msg_flags & ~(uint32_t)(SHIMMY_MSG_QOS_MASK | SHIMMY_MSG_RETAIN)) ||
-	    (msg_flags & SHIMMY_MSG_QOS_MASK) == SHIMMY_MSG_QOS_MASK)
+	if (!n || w->pending != n || loans[0].pos != pos || !msg_flags_ok(msg_flags))
 		return MQTT_ERR_INVALID;
 	/* One release store of a commit word per record, in order; tail,
 	 * next_seq and the bells once for all of them. */
@@ -734,9 +767,23 @@ int shimmy_ring_commit_many(shimmy_ring_writer *w, shimmy_ring_loan *loans,
 int shimmy_ring_commit(shimmy_ring_writer *w, shimmy_ring_loan *loan,
 		       uint32_t msg_flags, unsigned flags)
 {
-	if (w->pending != 1)
+	uint64_t pos = w->pend_pos;
+
+	/* shimmy_ring_commit_many() for one record, without its loop. */
+	if (w->pending != 1 || loan->pos != pos || !msg_flags_ok(msg_flags))
 		return MQTT_ERR_INVALID;
-	return shimmy_ring_commit_many(w, loan, 1, msg_flags, flags);
+	if (w->pend_short)
+		commit_short(w, pos, w->next_seq, msg_flags, loan->payload_len);
+	else
+		commit_rec(w, pos, w->next_seq, msg_flags, loan->props_len,
+			   loan->payload_len, w->pend_rec);
+	w->pending = 0;
+	w->tail = pos + w->pend_rec;
+	w->next_seq++;
+	publish_tail(w);
+	if (!(flags & SHIMMY_RING_NOWAKE))
+		shimmy_ring_wake(w);
+	return 0;
 }
 
 void shimmy_ring_abort(shimmy_ring_writer *w, shimmy_ring_loan *loan)
