@@ -340,8 +340,10 @@ static shm_att *att_new(shm_broker *sb, shm_log *lg, shm_client *cl,
 					     a->idx, a->gen, ring_flags) != 0)
 		goto out_slot;
 	/* Reliable logs: the client's reader holds the writer back from now
-	 * on, not only once its client has mapped the log (tether.h). */
-	if (cl && lg->reliable &&
+	 * on, not only once its client has mapped the log (tether.h). From
+	 * the head, lossy ones too: a reader seeded at 0 counts what the
+	 * writer laps before the client maps the log as lost (ring.h). */
+	if (cl && (lg->reliable || (ring_flags & SHIMMY_RING_FROM_HEAD)) &&
 	    shimmy_tether_seed(mem, len, slot, slen, a->gen, ring_flags) != 0)
 		goto out_slot;
 	/* Lossy logs: ATTACHED now is harmless (the writer ignores the entry

@@ -924,6 +924,18 @@ int shimmy_ring_reader_create(shimmy_ring_reader **out, const void *mem,
 		return MQTT_ERR_INVALID;
 	if (flags & SHIMMY_RING_FROM_HEAD) {
 		pos = atomic_load_explicit(&v.hdr->head, memory_order_acquire);
+		/* Seeded at 0 for this attachment (shimmy_tether_seed(): the
+		 * log was new, or not yet lapped, when the broker attached
+		 * us): start there, where the first record (seq 1) went.
+		 * Whatever the writer lapped before we came is then counted
+		 * as lost when we resync, instead of starting blind at
+		 * today's head. Acquire pairs with the seed's release of gen. */
+		if (!(pos & (RING_ALIGN - 1)) &&
+		    atomic_load_explicit(&s->gen, memory_order_acquire) == gen &&
+		    atomic_load_explicit(&s->position, memory_order_relaxed) == 0) {
+			pos = 0;
+			seq = 1;
+		}
 	} else {
 		for (i = 0; i < ATTACH_TRIES; i++) {
 			/* Acquire pairs with the even ver release store in

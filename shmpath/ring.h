@@ -225,7 +225,11 @@ void shimmy_ring_writer_close(shimmy_ring_writer *w);
  * Reader. Wraps mem (read-only mapping, borrowed until destroy) and slot
  * (this reader's writable slot page, borrowed likewise) as table entry idx
  * with generation gen; writes gen, pid and the start position into the slot
- * page. flags: SHIMMY_RING_FROM_TAIL / FROM_HEAD. Allocates the handle.
+ * page. flags: SHIMMY_RING_FROM_TAIL / FROM_HEAD. FROM_HEAD with the slot
+ * seeded at 0 under gen (shimmy_tether_seed(), the log was new) starts at
+ * the log's first record, seq 1, so whatever was lapped before this call
+ * counts as lost; otherwise at the current head, with no loss counted
+ * before the first message read. Allocates the handle.
  * Returns 0, MQTT_ERR_NOMEM, MQTT_ERR_INVALID or MQTT_ERR_MALFORMED.
  */
 int shimmy_ring_reader_create(shimmy_ring_reader **out, const void *mem,
