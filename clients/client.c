@@ -1489,9 +1489,20 @@ int shimmy_pub_loan(shimmy_pub *p, size_t len, void **buf)
 		p->loan_len = len;
 		return 0;
 	}
-	if (rc == SHIMMY_ERR_CONN_LOST) { /* the log went with the connection */
+	if (rc == SHIMMY_ERR_CONN_LOST || rc == MQTT_ERR_TOO_LARGE) {
+		/* The log went with the connection: rebind. Or the message is
+		 * too large for it: grow it (docs/shm-protocol.md §2), which
+		 * only an unpinned log may do, and bind to its successor, so
+		 * the message does not overtake the log's over MQTT. */
 		pthread_mutex_lock(&c->mu);
+		if (rc == MQTT_ERR_TOO_LARGE && c->shm) {
+			cshm_wr_unpin(c->shm, p->w);
+			p->w = NULL;
+			shm_grow(c, p->topic, 0, len);
+		}
 		pub_resolve(p);
+		if (c->shm && shm_answer(c)) /* the grown-out log's LOG_RELEASE */
+			after_queue(c);
 		pthread_mutex_unlock(&c->mu);
 		if (p->w && cshm_wr_loan(p->w, len, buf) == 0) {
 			p->shm_loan = true;

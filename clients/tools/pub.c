@@ -3,6 +3,7 @@
  * lines, with mosquitto_pub's flags (plus --unix, --require-shm).
  * Payloads from a file or stdin are read straight into a loaned buffer
  * (shimmy_loan), so they are copied once, from the kernel into the packet.
+ * Streams (-l, --repeat) at QoS 0 use a topic-bound publisher (shimmy_pub).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -29,17 +30,66 @@ static void usage(void)
 
 enum src { SRC_NONE, SRC_MSG, SRC_FILE, SRC_STDIN, SRC_LINES, SRC_NULL };
 
-static int pub(shimmy_client *c, tool_cfg *t, const char *topic, const void *p, size_t n,
-	       unsigned flags)
+static int pub_report(tool_cfg *t, int rc, const char *topic, size_t n, unsigned flags)
 {
-	int rc = shimmy_publish(c, topic, p, n, t->qos, flags, t->pub_props);
-
 	if (rc)
 		fprintf(stderr, "Error publishing: %s.\n", shimmy_strerror(rc));
 	else
 		tool_debug(t, "sent PUBLISH (q%d, r%d, '%s', ... (%zu bytes))", t->qos,
 			   (flags & SHIMMY_PUB_RETAIN) != 0, topic, n);
 	return rc;
+}
+
+static int pub(shimmy_client *c, tool_cfg *t, const char *topic, const void *p, size_t n,
+	       unsigned flags)
+{
+	return pub_report(t, shimmy_publish(c, topic, p, n, t->qos, flags, t->pub_props),
+			  topic, n, flags);
+}
+
+/*
+ * A stream of messages to one topic (-l, --repeat). At QoS 0, without
+ * retain or properties, it goes through a topic-bound publisher
+ * (shimmy_pub: a loan and a commit per message, no client lock);
+ * otherwise through shimmy_publish().
+ */
+typedef struct stream {
+	shimmy_client *c;
+	tool_cfg *t;
+	const char *topic;
+	unsigned flags;
+	shimmy_pub *h;
+} stream;
+
+static int stream_open(stream *s, shimmy_client *c, tool_cfg *t, const char *topic,
+		       unsigned flags)
+{
+	*s = (stream){ .c = c, .t = t, .topic = topic, .flags = flags };
+	if (t->qos != 0 || flags || t->pub_props)
+		return 0;
+	int rc = shimmy_pub_open(c, topic, &s->h);
+	if (rc)
+		fprintf(stderr, "Error: %s.\n", shimmy_strerror(rc));
+	return rc;
+}
+
+static int stream_pub(stream *s, const void *p, size_t n)
+{
+	if (!s->h)
+		return pub(s->c, s->t, s->topic, p, n, s->flags);
+	void *buf;
+	int rc = shimmy_pub_loan(s->h, n, &buf);
+	if (rc == 0) {
+		if (n)
+			memcpy(buf, p, n);
+		rc = shimmy_pub_commit(s->h, buf);
+	}
+	return pub_report(s->t, rc, s->topic, n, s->flags);
+}
+
+static void stream_close(stream *s)
+{
+	shimmy_pub_close(s->h);
 }
 
 /* Reads fd to EOF into a loan of the file's size when it is known. */
@@ -178,10 +228,18 @@ int main(int argc, char **argv)
 	}
 	switch (src) {
 	case SRC_MSG:
-	case SRC_NULL:
-		for (long r = 0; r < repeat && rc == 0; r++)
+	case SRC_NULL: {
+		stream st;
+		if (repeat == 1) {
 			rc = pub(c, &t, topic, msg, src == SRC_MSG ? strlen(msg) : 0, flags);
+			break;
+		}
+		rc = stream_open(&st, c, &t, topic, flags);
+		for (long r = 0; r < repeat && rc == 0; r++)
+			rc = stream_pub(&st, msg, src == SRC_MSG ? strlen(msg) : 0);
+		stream_close(&st);
 		break;
+	}
 	case SRC_FILE: {
 		FILE *f = fopen(file, "rb");
 		if (!f) {
@@ -200,6 +258,8 @@ int main(int argc, char **argv)
 		char *line = NULL;
 		size_t cap = 0;
 		ssize_t n;
+		stream st;
+		rc = stream_open(&st, c, &t, topic, flags);
 		while (rc == 0 && (n = getline(&line, &cap, stdin)) >= 0) {
 			if (n > 0 && line[n - 1] == '\n')
 				line[--n] = '\0';
@@ -207,8 +267,9 @@ int main(int argc, char **argv)
 				line[--n] = '\0';
 			if (n == 0)
 				continue;
-			rc = pub(c, &t, topic, line, (size_t)n, flags);
+			rc = stream_pub(&st, line, (size_t)n);
 		}
+		stream_close(&st);
 		free(line);
 		break;
 	}
