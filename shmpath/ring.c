@@ -304,9 +304,6 @@ struct wr_track {
 	const struct slot_page *slot; /* NULL when untracked */
 	uint64_t gen;                 /* the attachment READER_ADD named */
 	shimmy_bell *bell;
-	uint64_t last_pos;
-	int64_t last_change_ns;
-	int seen;
 };
 
 /* Invariants: head <= tail <= intent; intent - head <= cap; tail, head and
@@ -379,7 +376,6 @@ int shimmy_ring_writer_track(shimmy_ring_writer *w, uint32_t idx,
 	w->tr[idx].slot = slot;
 	w->tr[idx].gen = gen;
 	w->tr[idx].bell = bell;
-	w->tr[idx].seen = 0;
 	if (bell)
 		w->bells[w->nbells++] = bell;
 	w->min_cache = 0; /* a new reader may be behind: rescan */
@@ -444,7 +440,7 @@ static int reader_unseen(const shimmy_ring_writer *w, uint32_t i)
 
 /* The lowest position of an attached reader, at most tail. Bounded:
  * readers_max (<= 192) table entries, written by the broker and us. */
-static uint64_t scan_readers(shimmy_ring_writer *w, int64_t now)
+static uint64_t scan_readers(shimmy_ring_writer *w)
 {
 	uint64_t min = w->tail, p;
 
@@ -463,11 +459,6 @@ static uint64_t scan_readers(shimmy_ring_writer *w, int64_t now)
 		p = reader_pos(w, i);
 		if (p == UINT64_MAX)
 			continue;
-		if (!w->tr[i].seen || p != w->tr[i].last_pos) {
-			w->tr[i].seen = 1;
-			w->tr[i].last_pos = p;
-			w->tr[i].last_change_ns = now;
-		}
 		if (p < min)
 			min = p;
 	}
@@ -489,7 +480,7 @@ static int wait_space(shimmy_ring_writer *w, uint64_t req, int64_t timeout_ns)
 		now = now_ns();
 		if (!start)
 			start = now;
-		w->min_cache = scan_readers(w, now);
+		w->min_cache = scan_readers(w);
 		if (w->min_cache >= req)
 			return 0;
 		if (timeout_ns <= 0)
@@ -823,27 +814,6 @@ int shimmy_ring_writer_detach(shimmy_ring_writer *w, uint32_t idx)
 			      memory_order_release);
 	w->min_cache = 0;
 	return 0;
-}
-
-int shimmy_ring_writer_reap(shimmy_ring_writer *w, int64_t now_ns,
-			    int64_t stuck_ns)
-{
-	int n = 0;
-	uint64_t p;
-
-	scan_readers(w, now_ns);
-	for (uint32_t i = 0; i < w->v.readers_max; i++) {
-		if (!w->tr[i].slot || !w->tr[i].seen)
-			continue;
-		p = reader_pos(w, i);
-		if (p == UINT64_MAX || p >= w->tail)
-			continue;
-		if (now_ns - w->tr[i].last_change_ns >= stuck_ns) {
-			shimmy_ring_writer_detach(w, i);
-			n++;
-		}
-	}
-	return n;
 }
 
 void shimmy_ring_writer_close(shimmy_ring_writer *w)

@@ -210,14 +210,6 @@ void shimmy_ring_wake(shimmy_ring_writer *w);
  * reads -ENOLINK once the writer overruns it. Returns 0 or MQTT_ERR_INVALID.*/
 int shimmy_ring_writer_detach(shimmy_ring_writer *w, uint32_t idx);
 
-/*
- * Detaches every attached reader that holds the writer back (its position
- * is below tail) and has not advanced for stuck_ns, as seen by this writer
- * at now_ns (CLOCK_MONOTONIC). Returns the number detached.
- */
-int shimmy_ring_writer_reap(shimmy_ring_writer *w, int64_t now_ns,
-			    int64_t stuck_ns);
-
 /* Marks the log closed after the last commit. */
 void shimmy_ring_writer_close(shimmy_ring_writer *w);
 
