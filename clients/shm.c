@@ -33,9 +33,6 @@
 /* Records one cshm_next() call may skip over (errors, empty logs). */
 #define CSHM_NEXT_TRIES 4
 #define CSHM_BATCH_MAX CSHM_NEXT_MANY_MAX
-/* LOG_RELEASEs owed to the broker at once (cuts, grown-out logs); more
- * are dropped (the broker then frees that log when we disconnect). */
-#define CSHM_RELEASE_MAX 8u
 /* Log record layout (docs/shm-protocol.md §3): header and alignment, to
  * find the size class a record fits (max record = capacity / 4). */
 #define CSHM_REC_HDR 32u
@@ -130,8 +127,9 @@ struct cshm {
 	uint64_t lost;         /* by readers since freed, and dropped here;
 				* cshm_lost() adds the live readers' */
 	uint64_t detached;     /* LOG_DETACH reason 2 (cut loose, stuck) */
-	uint64_t release[CSHM_RELEASE_MAX]; /* logs owed a LOG_RELEASE */
-	unsigned n_release;
+	uint64_t *release;     /* logs owed a LOG_RELEASE (cuts, grown-out
+				* logs), in order; malloc'ed */
+	size_t n_release, cap_release;
 	cshm_wr *zombies;      /* dropped while pinned */
 	uint32_t batch;        /* position batching of new readers */
 	cshare_set *shares;    /* $share groups claimed from (shmshare.h) */
@@ -356,6 +354,7 @@ void cshm_destroy(cshm *s)
 	cshare_set_destroy(s->shares);
 	close(s->efd);
 	free(s->copy);
+	free(s->release);
 	free(s);
 }
 
@@ -387,8 +386,15 @@ uint64_t cshm_detached(const cshm *s)
 
 static void release_owe(cshm *s, uint64_t log_id)
 {
-	if (s->n_release < CSHM_RELEASE_MAX)
-		s->release[s->n_release++] = log_id;
+	if (s->n_release == s->cap_release) {
+		size_t cap = s->cap_release ? 2 * s->cap_release : 8;
+		uint64_t *r = realloc(s->release, cap * sizeof(*r));
+		if (!r)
+			return; /* the broker frees that log when we disconnect */
+		s->release = r;
+		s->cap_release = cap;
+	}
+	s->release[s->n_release++] = log_id;
 }
 
 int cshm_pending_ctl(cshm *s, uint8_t *buf, size_t cap)

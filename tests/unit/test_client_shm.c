@@ -220,6 +220,34 @@ static void test_bad_control_messages(void **state)
 	fconn_fini(&c);
 }
 
+/* Every LOG_RELEASE owed is sent, in order, however many pile up before
+ * the client answers (cut loose from many logs at once). */
+static void test_owed_releases_not_dropped(void **state)
+{
+	(void)state;
+	fconn c;
+	fconn_init(&c, NULL, NULL);
+	uint8_t buf[128];
+	for (uint64_t id = 1; id <= 20; id++) {
+		shimmy_ctl m = { .type = SHIMMY_CTL_LOG_DETACH, .log_id = id,
+				 .arg = SHIMMY_CTL_DETACH_STUCK };
+		int n = shimmy_ctl_encode(&m, buf, sizeof(buf));
+		assert_true(n > 0);
+		assert_int_equal(cshm_on_ctl(c.cs, buf, (size_t)n, &c.q), 0);
+	}
+	assert_int_equal(cshm_detached(c.cs), 20);
+	for (uint64_t id = 1; id <= 20; id++) {
+		shimmy_ctl m;
+		int n = cshm_pending_ctl(c.cs, buf, sizeof(buf));
+		assert_true(n > 0);
+		assert_int_equal(shimmy_ctl_decode(buf, (size_t)n, &m), 0);
+		assert_int_equal(m.type, SHIMMY_CTL_LOG_RELEASE);
+		assert_int_equal(m.log_id, id);
+	}
+	assert_int_equal(cshm_pending_ctl(c.cs, buf, sizeof(buf)), 0);
+	fconn_fini(&c);
+}
+
 /* Drains S, checking that the messages carry QoS 1 and the payloads
  * "%06d" from *next on, in order. Returns how many it read. */
 static int drain_in_order(fconn *s, int *next)
@@ -670,6 +698,7 @@ int main(void)
 		cmocka_unit_test(test_bad_control_messages),
 		cmocka_unit_test(test_reliable_log),
 		cmocka_unit_test(test_qos_capped_by_subscription),
+		cmocka_unit_test(test_owed_releases_not_dropped),
 		cmocka_unit_test(test_log_growth_keeps_order),
 		cmocka_unit_test(test_reliable_log_growth_keeps_order),
 		cmocka_unit_test(test_bad_log_replace),
