@@ -1771,12 +1771,18 @@ int shimmy_recv(shimmy_client *c, shimmy_msg **msg, int timeout_ms)
 	else {
 		uint64_t dl = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
 		shm_spin(c);
-		rc = wait_until(c, pred_has_msg, NULL, dl,
-				!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
-		if (rc == 0)
-			rc = pop_msg(c, msg);
-		else if (rc != SHIMMY_ERR_TIMEOUT && c->pq_n)
-			rc = pop_msg(c, msg);
+		/* What looked ready may yield nothing: a drained log that is
+		 * dropped (its successor's LOG_REPLACE may still be unread),
+		 * a record overwritten while copied. Wait on. */
+		do {
+			rc = wait_until(c, pred_has_msg, NULL, dl,
+					!(c->o.flags & SHIMMY_OPT_RECONNECT) ||
+						!c->want_conn);
+			if (rc == 0)
+				rc = pop_msg(c, msg);
+			else if (rc != SHIMMY_ERR_TIMEOUT && c->pq_n)
+				rc = pop_msg(c, msg);
+		} while (rc == SHIMMY_ERR_AGAIN);
 	}
 	pthread_mutex_unlock(&c->mu);
 	return rc;
@@ -1948,11 +1954,17 @@ int shimmy_recv_batch(shimmy_client *c, shimmy_batch_fn fn, void *ctx,
 		} else {
 			uint64_t dl = timeout_ms < 0 ? 0 : now_ms() + (uint64_t)timeout_ms;
 			shm_spin(c);
-			rc = wait_until(c, pred_has_msg, NULL, dl,
-					!(c->o.flags & SHIMMY_OPT_RECONNECT) || !c->want_conn);
-			if (rc == 0 || c->pq_n)
-				rc = batch_poll(c, fn, ctx, max, true);
-			else if (rc == SHIMMY_ERR_TIMEOUT)
+			/* As in shimmy_recv(): ready may yield nothing. */
+			do {
+				rc = wait_until(c, pred_has_msg, NULL, dl,
+						!(c->o.flags & SHIMMY_OPT_RECONNECT) ||
+							!c->want_conn);
+				if (rc == 0 || c->pq_n)
+					rc = batch_poll(c, fn, ctx, max, true);
+				else if (rc == SHIMMY_ERR_TIMEOUT)
+					break;
+			} while (rc == 0);
+			if (rc == SHIMMY_ERR_TIMEOUT)
 				rc = 0;
 		}
 	}

@@ -397,6 +397,76 @@ static void test_unix(const char *path)
 	shimmy_client_destroy(c);
 }
 
+/*
+ * Log growth through every publish path (docs/shm-protocol.md §2): on a
+ * 64 KiB log (SHIMMY_SHM_LOG_CLASS=0, 16 KiB records) small messages and
+ * 100 KB ones sent by copy (shimmy_publish), by loan (shimmy_loan) and by a
+ * topic-bound publisher (shimmy_pub_loan) reach an shm subscriber in
+ * publish order: each large one grows the log instead of overtaking the
+ * small ones over MQTT.
+ */
+enum { GROW_N = 9, GROW_BIG = 100000 };
+
+static size_t grow_len(int i)
+{
+	return i % 3 == 1 ? GROW_BIG : 4;
+}
+
+static void test_unix_growth(const char *path)
+{
+	char uri[300], t[128];
+	static char big[GROW_BIG];
+	shimmy_client *pub, *sub;
+	shimmy_pub *h = NULL;
+	shimmy_msg *m;
+	void *buf;
+
+	snprintf(uri, sizeof(uri), "unix://%s", path);
+	topic_of(t, sizeof(t), "grow");
+	setenv("SHIMMY_SHM_LOG_CLASS", "0", 1);
+	sub = mk(uri, SHIMMY_MQTT_5, SHIMMY_OPT_REQUIRE_SHM, NULL);
+	pub = mk(uri, SHIMMY_MQTT_5, SHIMMY_OPT_REQUIRE_SHM, NULL);
+	CHECK(shimmy_client_connect(sub, -1) == 0, "growth sub connect");
+	CHECK(shimmy_client_connect(pub, -1) == 0, "growth pub connect");
+	CHECK(shimmy_subscribe(sub, t, 0, 0) == 0, "growth subscribe");
+	sleep_ms(200);
+	/* Messages 0-2 by copy, 3-5 by loan, 6-8 through a shimmy_pub;
+	 * message i is grow_len(i) bytes of 'a' + i. */
+	for (int i = 0; i < GROW_N; i++) {
+		size_t len = grow_len(i);
+		memset(big, 'a' + i, len);
+		if (i < 3) {
+			CHECK(shimmy_publish(pub, t, big, len, 0, 0, NULL) == 0, "publish %d", i);
+		} else if (i < 6) {
+			CHECK(shimmy_loan(pub, t, len, &buf) == 0, "loan %d", i);
+			memcpy(buf, big, len);
+			CHECK(shimmy_commit(pub, buf, 0, 0) == 0, "commit %d", i);
+		} else {
+			if (!h)
+				CHECK(shimmy_pub_open(pub, t, &h) == 0, "pub open");
+			CHECK(shimmy_pub_loan(h, len, &buf) == 0, "pub loan %d", i);
+			memcpy(buf, big, len);
+			CHECK(shimmy_pub_commit(h, buf) == 0, "pub commit %d", i);
+		}
+	}
+	for (int i = 0; i < GROW_N; i++) {
+		size_t len = 0;
+		int rc = shimmy_recv(sub, &m, 5000);
+		CHECK(rc == 0, "growth recv %d: %s", i, shimmy_strerror(rc));
+		if (rc)
+			break;
+		const uint8_t *p = shimmy_msg_payload(m, &len);
+		CHECK(len == grow_len(i) && p[0] == 'a' + i && p[len - 1] == 'a' + i,
+		      "growth message %d: got %zu bytes of '%c', want %zu of '%c'", i, len,
+		      len ? p[0] : '?', grow_len(i), 'a' + i);
+		shimmy_msg_release(sub, m);
+	}
+	shimmy_pub_close(h);
+	shimmy_client_destroy(pub);
+	shimmy_client_destroy(sub);
+	unsetenv("SHIMMY_SHM_LOG_CLASS");
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -412,6 +482,8 @@ int main(int argc, char **argv)
 	test_reconnect(argv[1]);
 	if (argc > 2 && argv[2][0])
 		test_unix(argv[2]);
+	if (argc > 2 && argv[2][0] && getenv("SHIMMY_EXPECT_SHM"))
+		test_unix_growth(argv[2]);
 	printf("test_clients_api: %d checks, %d failed\n", checks, fails);
 	return fails ? 1 : 0;
 }
