@@ -2003,7 +2003,10 @@ static void connect_accept(broker *b, broker_conn *c, const mqtt_connect *ct,
 			publish_will(b, s, now_ms);
 	}
 	if (s) {
-		if (ct->clean_start) {
+		/* A session that lasts only as long as its network connection
+		 * (3.1.1 clean session 1, v5 expiry 0) ends with the one just
+		 * taken over: its state is not reused [MQTT-3.1.2-6]. */
+		if (ct->clean_start || s->expiry_s == 0) {
 			session_end(b, s, now_ms); /* sends a pending will */
 			s = NULL;
 		} else {

@@ -47,6 +47,31 @@ class TestConnect(h.BrokerTestCase):
         p.publish(topic, b"gone", 1)
         c.expect_none(0.5)
 
+    def test_takeover_of_clean_session_not_resumed(self):
+        # A clean session (3.1.1 clean=1, v5 expiry 0) lasts as long as its
+        # connection: a clean=0 connection taking it over while it is still
+        # connected starts a new session [MQTT-3.1.2-6]. (A reconnect right
+        # after a DISCONNECT can overtake the old connection's close.)
+        for version, kw in ((V311, dict(clean=True)),
+                            (V5, dict(clean_start=False, session_expiry=0))):
+            with self.subTest(version=version):
+                cid, topic = h.uniq("tk"), h.uniq("tk/")
+                a = self.paho(client_id=cid, version=version, **kw)
+                a.connect()
+                self.assertEqual(a.subscribe(topic, 1), [1])
+                more = dict(clean=False) if version == V311 else \
+                    dict(clean_start=False, session_expiry=60)
+                b = self.paho(client_id=cid, version=version, **more)
+                sp, rc, _ = b.connect()
+                self.assertEqual((sp, getattr(rc, "value", rc)), (0, 0),
+                                 "a clean session must not be resumed")
+                p = self.paho(version=V311)
+                p.connect()
+                p.publish(topic, b"old-sub", 1)
+                b.expect_none(0.5)
+                b.disconnect()
+                p.disconnect()
+
     # -- 5.0 clean start + session expiry -----------------------------------
 
     def test_v5_clean_start_session_expiry(self):
