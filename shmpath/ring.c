@@ -312,6 +312,7 @@ struct wr_track {
 struct shimmy_ring_writer {
 	struct ring_view v;
 	uint64_t tail, next_seq, head, intent;
+	uint64_t short_since;   /* every record from here on is short */
 	uint64_t min_cache;
 	uint64_t pend_pos;
 	uint32_t pend_rec;
@@ -356,6 +357,7 @@ int shimmy_ring_writer_create(shimmy_ring_writer **out, void *mem, size_t len)
 		free(w);
 		return MQTT_ERR_MALFORMED;
 	}
+	w->short_since = w->tail; /* what is already in the ring: unknown */
 	*out = w;
 	return 0;
 }
@@ -517,6 +519,12 @@ static void advance_intent(shimmy_ring_writer *w, uint64_t end)
 	while (w->head < lim && w->head < w->tail) {
 		const struct rec_hdr *h = rec_at(v, w->head);
 
+		if (w->head >= w->short_since) {
+			/* Short records only from here: every RING_ALIGN
+			 * position is one's start, no need to read them. */
+			w->head = align_up(lim);
+			break;
+		}
 		idx = w->head & v->mask;
 		if (atomic_load_explicit(&h->commit, memory_order_relaxed) ==
 		    (w->head | REC_COMMITTED | REC_C_SHORT))
@@ -627,6 +635,10 @@ reserve_slow(shimmy_ring_writer *w, uint32_t props_len, uint32_t payload_len,
 	pad = v->cap - idx < rec ? v->cap - idx : 0;
 	start = w->tail + pad;
 	end = start + rec;
+	/* A long record (and its pad, only long records need one) ends the
+	 * run of short ones the head may skip over without reading. */
+	if (!w->pend_short)
+		w->short_since = end;
 	if (w->reliable && end > w->intent) {
 		uint64_t ni = end + v->lookahead;
 
@@ -718,6 +730,8 @@ int shimmy_ring_reserve_many(shimmy_ring_writer *w, uint32_t props_len,
 		loans[k].pos = pos;
 	}
 	w->pending = k;
+	if (!w->pend_short) /* the run of short records starts past them all */
+		w->short_since = loans[0].pos + (uint64_t)k * w->pend_rec;
 	return (int)k;
 }
 
