@@ -517,7 +517,7 @@ static void advance_intent(shimmy_ring_writer *w, uint64_t end)
 	atomic_thread_fence(memory_order_release);
 	lim = ni > v->cap ? ni - v->cap : 0;
 	while (w->head < lim && w->head < w->tail) {
-		const struct rec_hdr *h = rec_at(v, w->head);
+		const struct rec_hdr *h;
 
 		if (w->head >= w->short_since) {
 			/* Short records only from here: every RING_ALIGN
@@ -525,6 +525,7 @@ static void advance_intent(shimmy_ring_writer *w, uint64_t end)
 			w->head = align_up(lim);
 			break;
 		}
+		h = rec_at(v, w->head);
 		idx = w->head & v->mask;
 		if (atomic_load_explicit(&h->commit, memory_order_relaxed) ==
 		    (w->head | REC_COMMITTED | REC_C_SHORT))
@@ -742,6 +743,30 @@ static bool msg_flags_ok(uint32_t msg_flags)
 	       (msg_flags & SHIMMY_MSG_QOS_MASK) != SHIMMY_MSG_QOS_MASK;
 }
 
+/* Commits the loaned record at pos as seq, in the layout of the loan. */
+static inline void commit_loan(shimmy_ring_writer *w, uint64_t pos,
+			       uint64_t seq, uint32_t msg_flags,
+			       const shimmy_ring_loan *loan)
+{
+	if (w->pend_short)
+		commit_short(w, pos, seq, msg_flags, loan->payload_len);
+	else
+		commit_rec(w, pos, seq, msg_flags, loan->props_len,
+			   loan->payload_len, w->pend_rec);
+}
+
+/* After n commits ending at tail: tail, next_seq and the bells, once. */
+static inline void commit_end(shimmy_ring_writer *w, uint64_t tail,
+			      unsigned n, unsigned flags)
+{
+	w->pending = 0;
+	w->tail = tail;
+	w->next_seq += n;
+	publish_tail(w);
+	if (!(flags & SHIMMY_RING_NOWAKE))
+		shimmy_ring_wake(w);
+}
+
 int shimmy_ring_commit_many(shimmy_ring_writer *w, shimmy_ring_loan *loans,
 			    unsigned n, uint32_t msg_flags, unsigned flags)
 {
@@ -749,23 +774,10 @@ int shimmy_ring_commit_many(shimmy_ring_writer *w, shimmy_ring_loan *loans,
 
 	if (!n || w->pending != n || loans[0].pos != pos || !msg_flags_ok(msg_flags))
 		return MQTT_ERR_INVALID;
-	/* One release store of a commit word per record, in order; tail,
-	 * next_seq and the bells once for all of them. */
-	for (unsigned i = 0; i < n; i++, pos += w->pend_rec) {
-		if (w->pend_short)
-			commit_short(w, pos, w->next_seq + i, msg_flags,
-				     loans[i].payload_len);
-		else
-			commit_rec(w, pos, w->next_seq + i, msg_flags,
-				   loans[i].props_len, loans[i].payload_len,
-				   w->pend_rec);
-	}
-	w->pending = 0;
-	w->tail = pos;
-	w->next_seq += n;
-	publish_tail(w);
-	if (!(flags & SHIMMY_RING_NOWAKE))
-		shimmy_ring_wake(w);
+	/* One release store of a commit word per record, in order. */
+	for (unsigned i = 0; i < n; i++, pos += w->pend_rec)
+		commit_loan(w, pos, w->next_seq + i, msg_flags, &loans[i]);
+	commit_end(w, pos, n, flags);
 	return 0;
 }
 
@@ -777,17 +789,8 @@ int shimmy_ring_commit(shimmy_ring_writer *w, shimmy_ring_loan *loan,
 	/* shimmy_ring_commit_many() for one record, without its loop. */
 	if (w->pending != 1 || loan->pos != pos || !msg_flags_ok(msg_flags))
 		return MQTT_ERR_INVALID;
-	if (w->pend_short)
-		commit_short(w, pos, w->next_seq, msg_flags, loan->payload_len);
-	else
-		commit_rec(w, pos, w->next_seq, msg_flags, loan->props_len,
-			   loan->payload_len, w->pend_rec);
-	w->pending = 0;
-	w->tail = pos + w->pend_rec;
-	w->next_seq++;
-	publish_tail(w);
-	if (!(flags & SHIMMY_RING_NOWAKE))
-		shimmy_ring_wake(w);
+	commit_loan(w, pos, w->next_seq, msg_flags, loan);
+	commit_end(w, pos + w->pend_rec, 1, flags);
 	return 0;
 }
 
