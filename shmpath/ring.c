@@ -857,8 +857,8 @@ struct shimmy_ring_reader {
 	uint64_t borrow_end; /* end of the records on loan */
 	uint32_t batch, unpub; /* publish position every batch advances */
 	uint32_t empty_polls;  /* heartbeat every HEARTBEAT_POLLS of them */
-	uint64_t horizon;      /* when bounded: read nothing at or past it */
-	int bounded;
+	uint64_t horizon;      /* read nothing at or past it (UINT64_MAX:
+				* unbounded) */
 	int reliable;
 	unsigned borrowed;   /* records on loan */
 };
@@ -956,6 +956,7 @@ int shimmy_ring_reader_create(shimmy_ring_reader **out, const void *mem,
 	r->gen = gen;
 	r->pos = pos;
 	r->next_seq = seq;
+	r->horizon = UINT64_MAX;
 	r->batch = 1;
 	r->reliable = !!(v.flags & RING_F_RELIABLE);
 	atomic_store_explicit(&s->pid, (uint32_t)getpid(), memory_order_relaxed);
@@ -1039,7 +1040,7 @@ static int reader_next(shimmy_ring_reader *r, shimmy_ring_msg *msg,
 	if (r->borrowed)
 		return -EBUSY;
 	for (int step = 0; step < READ_STEPS; step++) {
-		if (r->bounded && r->pos >= r->horizon)
+		if (r->pos >= r->horizon)
 			return 0;
 		rc = ring_rec_peek(&r->v, r->pos, &rv);
 		if (rc == REC_EMPTY)
@@ -1133,7 +1134,7 @@ int shimmy_ring_borrow_many(shimmy_ring_reader *r, shimmy_ring_msg *msgs,
 	 * this loop needs no error paths. A record overrun after its peek is
 	 * caught by the intent check in shimmy_ring_release_many(). */
 	pos = r->borrow_end;
-	while (n < max && (!r->bounded || pos < r->horizon) &&
+	while (n < max && pos < r->horizon &&
 	       ring_rec_peek(&r->v, pos, &rv) == REC_OK &&
 	       rv.seq == r->next_seq) {
 		shimmy_ring_msg *m = &msgs[n++];
@@ -1206,8 +1207,8 @@ uint64_t shimmy_ring_reader_bound(shimmy_ring_reader *r, unsigned flags)
 {
 	uint64_t tail;
 
-	r->bounded = !!(flags & SHIMMY_RING_BOUND_TAIL);
-	if (!r->bounded)
+	r->horizon = UINT64_MAX;
+	if (!(flags & SHIMMY_RING_BOUND_TAIL))
 		return 0;
 	/* Acquire pairs with the release store of tail in publish_tail():
 	 * every record below it is committed. A hostile tail only bounds
