@@ -55,8 +55,6 @@
 #define SHM_POLL_BUDGET 256
 /* Readers per log (table entries); the broker's own reader takes one. */
 #define SHM_READERS SHIMMY_RING_READERS
-/* Offset of a reader slot's cumulative `lost` counter. */
-#define SHM_SLOT_LOST_OFF 136u
 /* A reader's own `lost` counts for at most this much in $SYS (a hostile
  * reader could write anything there; the sum must not wrap). */
 #define SHM_SLOT_LOST_MAX (1ull << 48)
@@ -258,12 +256,8 @@ static void idx_free(shm_log *lg, uint32_t idx)
 static uint64_t att_lost(const shm_att *a)
 {
 	size_t slen;
-	const uint8_t *slot = shimmy_seg_body(&a->slot, &slen);
-	if (!slot || slen < SHM_SLOT_LOST_OFF + sizeof(uint64_t))
-		return 0;
-	/* Written by the reader's process at any moment: one atomic load. */
-	uint64_t v = __atomic_load_n((const uint64_t *)(slot + SHM_SLOT_LOST_OFF),
-				     __ATOMIC_RELAXED);
+	const void *slot = shimmy_seg_body(&a->slot, &slen);
+	uint64_t v = shimmy_ring_slot_lost(slot, slen);
 	return v > SHM_SLOT_LOST_MAX ? SHM_SLOT_LOST_MAX : v;
 }
 

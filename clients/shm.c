@@ -33,10 +33,6 @@
 /* Records one cshm_next() call may skip over (errors, empty logs). */
 #define CSHM_NEXT_TRIES 4
 #define CSHM_BATCH_MAX CSHM_NEXT_MANY_MAX
-/* Log record layout (docs/shm-protocol.md §3): header and alignment, to
- * find the size class a record fits (max record = capacity / 4). */
-#define CSHM_REC_HDR 32u
-#define CSHM_REC_ALIGN 32u
 
 typedef struct cshm_rd {
 	uint64_t log_id;
@@ -791,8 +787,8 @@ int cshm_log_grow(cshm *s, const char *topic, size_t len, size_t props_len,
 	if (!w || w->state != CSHM_LOG_READY || w->succ || w->no_grow ||
 	    w->pins || props_len > UINT32_MAX || payload_len > UINT32_MAX)
 		return 0;
-	uint64_t rec = (CSHM_REC_HDR + (uint64_t)props_len + payload_len +
-			CSHM_REC_ALIGN - 1) & ~(uint64_t)(CSHM_REC_ALIGN - 1);
+	uint64_t rec = shimmy_ring_record_len((uint32_t)props_len,
+					      (uint32_t)payload_len);
 	size_t body;
 	shimmy_seg_body(&w->log, &body);
 	size_t now_cap = body > SHIMMY_RING_HDR_SIZE ? body - SHIMMY_RING_HDR_SIZE : 0;

@@ -285,6 +285,20 @@ int shimmy_ring_slot_format(void *slot, size_t len)
 	return 0;
 }
 
+uint64_t shimmy_ring_slot_lost(const void *slot, size_t len)
+{
+	const struct slot_page *s = slot;
+
+	if (!slot || len < SHIMMY_RING_SLOT_SIZE || ((uintptr_t)slot & 63))
+		return 0;
+	return atomic_load_explicit(&s->lost, memory_order_relaxed);
+}
+
+uint64_t shimmy_ring_record_len(uint32_t props_len, uint32_t payload_len)
+{
+	return align_up((uint64_t)REC_HDR + props_len + payload_len);
+}
+
 int shimmy_ring_mark_closed(void *mem, size_t len)
 {
 	struct ring_view v;

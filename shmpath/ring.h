@@ -133,6 +133,17 @@ int shimmy_ring_slot_set(void *mem, size_t len, uint32_t idx, uint32_t state,
 /* Broker side: formats a reader slot page (>= SHIMMY_RING_SLOT_SIZE). */
 int shimmy_ring_slot_format(void *slot, size_t len);
 
+/* Broker side: the cumulative loss the reader of slot (a formatted slot
+ * page, len >= SHIMMY_RING_SLOT_SIZE) published; 0 if slot is not one.
+ * The reader's process may write it at any moment: one atomic load, and
+ * the value is the reader's word only. */
+uint64_t shimmy_ring_slot_lost(const void *slot, size_t len);
+
+/* Bytes a record of props_len + payload_len takes in a log, at most (a
+ * small one may take less): a log holds it if this is <= its max_record,
+ * a quarter of its capacity. */
+uint64_t shimmy_ring_record_len(uint32_t props_len, uint32_t payload_len);
+
 /* Broker side: marks the log closed (publisher gone); readers drain what
  * is committed and then read -EPIPE. */
 int shimmy_ring_mark_closed(void *mem, size_t len);
